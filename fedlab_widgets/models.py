@@ -1,0 +1,90 @@
+"""The models of McMahan et al. (2017) for MNIST, and a small CNN for live demos.
+
+=============  ==========================================================  ==========
+name           architecture                                                parameters
+=============  ==========================================================  ==========
+``"2nn"``      784-200-200-10 multilayer perceptron, ReLU                     199,210
+``"cnn"``      5x5 conv 32, 2x2 max-pool, 5x5 conv 64, 2x2 max-pool,        1,663,370
+               fully connected 512 (ReLU), output 10; "same" padding
+``"small_cnn"`` 5x5 conv 8, pool, 5x5 conv 16, pool, fully connected 64,      54,314
+               output 10: ~30x cheaper than ``"cnn"``, ~99% on MNIST
+=============  ==========================================================  ==========
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["TwoNN", "CNN", "SmallCNN", "get_model", "MODELS", "count_parameters"]
+
+
+class TwoNN(nn.Module):
+    """McMahan et al.'s "2NN": two hidden layers of 200 ReLU units (199,210 parameters)."""
+
+    def __init__(self, in_features: int = 784, hidden: int = 200, num_classes: int = 10):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class CNN(nn.Module):
+    """McMahan et al.'s MNIST CNN (1,663,370 parameters)."""
+
+    def __init__(self, num_classes: int = 10, channels: tuple[int, int] = (32, 64), hidden: int = 512):
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.fc1 = nn.Linear(c2 * 7 * 7, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class SmallCNN(CNN):
+    """The same shape as :class:`CNN` with 8 and 16 channels and 64 hidden units."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(num_classes, channels=(8, 16), hidden=64)
+
+
+MODELS = {"2nn": TwoNN, "cnn": CNN, "small_cnn": SmallCNN}
+
+
+def get_model(name: str, *, seed: int | None = None) -> nn.Module:
+    """Build a model by name.
+
+    Parameters
+    ----------
+    name : {"2nn", "cnn", "small_cnn"}
+    seed : int, optional
+        Seed for the initial weights; the same seed gives the same weights.
+
+    Examples
+    --------
+    >>> from fedlab_widgets import get_model
+    >>> count_parameters(get_model("2nn"))
+    199210
+    """
+    key = str(name).lower().replace("-", "_")
+    if key not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    if seed is None:
+        return MODELS[key]()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[key]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,353 @@
+"""Split a dataset's sample indices among simulated clients (IID and non-IID).
+
+``partition(labels, scheme, num_clients, seed=..., **params)`` returns a
+:class:`Partition`, a list of disjoint index sets, one per client.
+
+Schemes
+-------
+``iid``
+    Uniformly random, equal sizes (differing by at most one).
+``shards``
+    McMahan et al. (2017): sort the samples by label, cut the sorted order into
+    ``num_clients * shards_per_client`` contiguous shards, deal the shards out at
+    random, ``shards_per_client`` to each client (default 2, so 100 clients get 200
+    shards of 300 MNIST images and most clients see two digits). Remainder rule:
+    when the shards do not divide the dataset evenly, shard sizes differ by at most
+    one sample (``numpy.array_split``); no sample is dropped.
+``dirichlet``
+    Label skew: for every class, the proportions going to each client are drawn
+    from Dirichlet(``alpha``); the draw is repeated until every client holds at
+    least ``min_size`` samples (default 10). Large ``alpha`` approaches IID,
+    ``alpha=0.1`` is severe.
+``label_count``
+    Every client holds exactly ``classes_per_client`` labels, chosen at random but
+    balanced so that the numbers of clients holding each label differ by at most
+    one; each label's samples are split evenly among the clients holding it.
+    Remainder rule: when ``num_clients * classes_per_client`` is smaller than the
+    number of classes, the labels nobody holds are left out.
+``quantity``
+    Quantity skew: IID labels, client sizes proportional to log-normal draws with
+    spread ``sigma`` (0 gives equal sizes), each at least ``min_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["partition", "Partition", "SCHEMES"]
+
+SCHEMES = ("iid", "shards", "dirichlet", "label_count", "quantity")
+_PARAMS = {
+    "iid": {},
+    "shards": {"shards_per_client": 2},
+    "dirichlet": {"alpha": 0.5, "min_size": 10},
+    "label_count": {"classes_per_client": 2},
+    "quantity": {"sigma": 1.0, "min_size": 10},
+}
+_MAX_DIRICHLET_DRAWS = 1000
+
+
+@dataclass(eq=False)
+class Partition:
+    """Disjoint per-client index sets into one dataset.
+
+    Attributes
+    ----------
+    client_indices : list of torch.Tensor
+        One 1-D int64 tensor of sample indices per client.
+    labels : torch.Tensor
+        The labels the partition was made from (int64, ``[N]``).
+    num_classes : int
+    scheme : str
+    params : dict
+        The scheme's parameters as used (defaults filled in).
+    seed : int
+    """
+
+    client_indices: list[torch.Tensor]
+    labels: torch.Tensor = field(repr=False)
+    num_classes: int
+    scheme: str
+    params: dict
+    seed: int
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.client_indices)
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """Number of samples per client (int64, ``[num_clients]``)."""
+        return torch.tensor([len(ix) for ix in self.client_indices], dtype=torch.int64)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.sizes.sum())
+
+    def label_counts(self) -> torch.Tensor:
+        """Samples of each class per client, int64 ``[num_clients, num_classes]``."""
+        out = torch.zeros(self.num_clients, self.num_classes, dtype=torch.int64)
+        for k, ix in enumerate(self.client_indices):
+            out[k] = torch.bincount(self.labels[ix], minlength=self.num_classes)
+        return out
+
+    def heterogeneity(self) -> dict:
+        """Summary numbers of how non-IID the partition is.
+
+        Returns
+        -------
+        dict
+            ``label_tv``: mean total-variation distance between each client's label
+            distribution and the global one (0 for IID, near 1 for one-label
+            clients); ``effective_classes``: mean over clients of the exponential of
+            their label entropy (10 for balanced MNIST clients, 1 for one label);
+            ``size_cv``: coefficient of variation of client sizes (0 for equal
+            sizes); ``min_size``, ``max_size``, ``mean_size``.
+        """
+        counts = self.label_counts().to(torch.float64)
+        sizes = counts.sum(1)
+        p = counts / sizes[:, None]
+        g = counts.sum(0) / counts.sum()
+        tv = 0.5 * (p - g).abs().sum(1)
+        logp = torch.where(p > 0, p.log(), torch.zeros_like(p))
+        eff = torch.exp(-(p * logp).sum(1))
+        mean = sizes.mean()
+        cv = sizes.std(unbiased=False) / mean if self.num_clients > 1 else torch.tensor(0.0)
+        return {
+            "label_tv": float(tv.mean()),
+            "effective_classes": float(eff.mean()),
+            "size_cv": float(cv),
+            "min_size": int(sizes.min()),
+            "max_size": int(sizes.max()),
+            "mean_size": float(mean),
+        }
+
+    def fingerprint(self) -> str:
+        """A short hash of the assignment: equal iff the partitions are equal."""
+        h = hashlib.sha256()
+        for ix in self.client_indices:
+            h.update(ix.numpy().astype("<i8").tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:12]
+
+    def label(self) -> str:
+        """A short name such as ``dirichlet(alpha=0.3), 100 clients``."""
+        ps = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in self.params.items() if k != "min_size")
+        return f"{self.scheme}({ps}), {self.num_clients} clients" if ps else \
+            f"{self.scheme}, {self.num_clients} clients"
+
+    def describe(self, max_rows: int = 10) -> str:
+        """A compact, deterministic text table for notebooks.
+
+        Shows the heterogeneity numbers, then one row per client (the first
+        ``max_rows``) with its size, label counts and dominant label share.
+        """
+        h = self.heterogeneity()
+        counts = self.label_counts()
+        lines = [
+            f"Partition {self.label()}, seed={self.seed}, fingerprint {self.fingerprint()}",
+            f"  samples {self.num_samples}, client sizes min {h['min_size']} / mean "
+            f"{h['mean_size']:.1f} / max {h['max_size']} (CV {h['size_cv']:.2f})",
+            f"  label skew: mean TV distance {h['label_tv']:.3f}, "
+            f"effective classes per client {h['effective_classes']:.2f} of {self.num_classes}",
+        ]
+        width = max(5, len(str(int(counts.max()))) + 1)
+        head = "  client  size | " + "".join(f"{c:>{width}}" for c in range(self.num_classes))
+        lines += [head, "  " + "-" * (len(head) - 2)]
+        for k in range(min(self.num_clients, max_rows)):
+            row = "".join(f"{int(v):>{width}}" for v in counts[k])
+            lines.append(f"  {k:>6} {int(counts[k].sum()):>5} | {row}")
+        if self.num_clients > max_rows:
+            lines.append(f"  ... {self.num_clients - max_rows} more clients")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Partition({self.label()}, seed={self.seed}, fingerprint={self.fingerprint()})"
+
+
+def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int = 0,
+              num_classes: int | None = None, **params) -> Partition:
+    """Partition sample indices among ``num_clients`` clients.
+
+    Parameters
+    ----------
+    labels : torch.Tensor or array-like of int, or a dataset with ``.labels``
+        The label of every sample.
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}
+    num_clients : int
+        At least 1 and at most the number of samples.
+    seed : int
+        Same seed, same partition.
+    num_classes : int, optional
+        Defaults to ``max(labels) + 1``.
+    **params
+        The scheme's parameters: ``shards_per_client`` (shards), ``alpha`` and
+        ``min_size`` (dirichlet), ``classes_per_client`` (label_count), ``sigma``
+        and ``min_size`` (quantity). See the module docstring.
+
+    Returns
+    -------
+    Partition
+
+    Raises
+    ------
+    ValueError
+        Unknown scheme or parameter, or a value outside its valid range; the
+        message names the parameter and the range.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fedlab_widgets import partition
+    >>> labels = torch.arange(1000) % 10
+    >>> p = partition(labels, "shards", 50, seed=0)
+    >>> p.num_clients, int(p.sizes.sum())
+    (50, 1000)
+    >>> round(p.heterogeneity()["effective_classes"], 1) <= 2.0
+    True
+    """
+    if hasattr(labels, "labels"):
+        labels = labels.labels
+    labels = torch.as_tensor(labels).to(torch.int64).reshape(-1)
+    n = int(labels.shape[0])
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    unknown = set(params) - set(_PARAMS[scheme])
+    if unknown:
+        valid = ", ".join(_PARAMS[scheme]) or "none"
+        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))} for scheme "
+                         f"{scheme!r}; its parameters: {valid}")
+    if n == 0:
+        raise ValueError("labels must not be empty")
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
+            or not 1 <= num_clients <= n:
+        raise ValueError(f"num_clients must be an integer from 1 to the number of samples "
+                         f"({n}); got {num_clients!r}")
+    num_clients = int(num_clients)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes})")
+    full = {**_PARAMS[scheme], **params}
+    rng = np.random.default_rng(seed)
+    y = labels.numpy()
+    parts = _SCHEME_FUNCS[scheme](y, num_clients, rng, num_classes=num_classes, **full)
+    idx = [torch.from_numpy(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
+    return Partition(client_indices=idx, labels=labels, num_classes=num_classes,
+                     scheme=scheme, params=full, seed=seed)
+
+
+def _check_int(name, value, lo, hi, what=""):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer from {lo} to {hi}{what}; got {value!r}")
+    return int(value)
+
+
+def _check_float(name, value, *, lo=0.0, inclusive=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number "
+                         f"{'>=' if inclusive else '>'} {lo:g}; got {value!r}") from None
+    if not math.isfinite(v) or (v < lo if inclusive else v <= lo):
+        raise ValueError(f"{name} must be a finite number "
+                         f"{'>=' if inclusive else '>'} {lo:g}; got {value!r}")
+    return v
+
+
+def _iid(y, k, rng, **_):
+    return np.array_split(rng.permutation(len(y)), k)
+
+
+def _shards(y, k, rng, *, shards_per_client, **_):
+    n = len(y)
+    spc = _check_int("shards_per_client", shards_per_client, 1, max(1, n // k),
+                     f" (num_clients * shards_per_client must not exceed the {n} samples)")
+    order = np.argsort(y, kind="stable")
+    shards = np.array_split(order, k * spc)
+    deal = rng.permutation(k * spc)
+    return [np.concatenate([shards[s] for s in deal[c * spc:(c + 1) * spc]]) for c in range(k)]
+
+
+def _dirichlet(y, k, rng, *, alpha, min_size, num_classes, **_):
+    alpha = _check_float("alpha", alpha)
+    n = len(y)
+    min_size = _check_int("min_size", min_size, 0, n // k,
+                          f" (num_clients * min_size must not exceed the {n} samples)")
+    by_class = [np.flatnonzero(y == c) for c in range(num_classes)]
+    for _ in range(_MAX_DIRICHLET_DRAWS):
+        parts = [[] for _ in range(k)]
+        for ix in by_class:
+            if len(ix) == 0:
+                continue
+            ix = rng.permutation(ix)
+            p = rng.dirichlet(np.full(k, alpha))
+            cuts = (np.cumsum(p)[:-1] * len(ix)).astype(np.int64)
+            for c, piece in enumerate(np.split(ix, cuts)):
+                parts[c].append(piece)
+        parts = [np.concatenate(p) for p in parts]
+        if min(len(p) for p in parts) >= max(min_size, 1):
+            return parts
+    raise ValueError(
+        f"min_size={min_size} cannot be met: after {_MAX_DIRICHLET_DRAWS} Dirichlet draws with "
+        f"alpha={alpha:g} and num_clients={k}, some client always had fewer samples. "
+        f"Use a larger alpha, fewer clients or a smaller min_size (min_size must be from "
+        f"0 to {n // k})."
+    )
+
+
+def _label_count(y, k, rng, *, classes_per_client, num_classes, **_):
+    present = np.flatnonzero(np.bincount(y, minlength=num_classes))
+    cpc = _check_int("classes_per_client", classes_per_client, 1, len(present),
+                     " (the number of classes present)")
+    holders = [[] for _ in range(num_classes)]
+    count = np.zeros(num_classes, dtype=np.int64)
+    for c in rng.permutation(k):
+        # fewest holders first, ties broken at random: balanced and covers every label
+        key = count[present] + rng.random(len(present))
+        chosen = present[np.argsort(key)[:cpc]]
+        for lab in chosen:
+            holders[lab].append(c)
+        count[chosen] += 1
+    parts = [[] for _ in range(k)]
+    for lab in present:
+        if not holders[lab]:
+            continue
+        ix = rng.permutation(np.flatnonzero(y == lab))
+        if len(ix) < len(holders[lab]):
+            raise ValueError(
+                f"classes_per_client={cpc} with num_clients={k}: label {lab} has only "
+                f"{len(ix)} samples for {len(holders[lab])} clients; use fewer clients")
+        for c, piece in zip(holders[lab], np.array_split(ix, len(holders[lab]))):
+            parts[c].append(piece)
+    return [np.concatenate(p) for p in parts]
+
+
+def _quantity(y, k, rng, *, sigma, min_size, **_):
+    n = len(y)
+    sigma = _check_float("sigma", sigma, lo=0.0, inclusive=True)
+    min_size = _check_int("min_size", min_size, 1, n // k,
+                          f" (num_clients * min_size must not exceed the {n} samples)")
+    w = rng.lognormal(0.0, sigma, size=k)
+    extra = (n - k * min_size) * w / w.sum()
+    sizes = np.floor(extra).astype(np.int64)
+    # hand the rounding remainder to the largest fractional parts
+    rest = (n - k * min_size) - int(sizes.sum())
+    sizes[np.argsort(-(extra - sizes), kind="stable")[:rest]] += 1
+    sizes += min_size
+    return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
+
+
+_SCHEME_FUNCS = {
+    "iid": _iid,
+    "shards": _shards,
+    "dirichlet": _dirichlet,
+    "label_count": _label_count,
+    "quantity": _quantity,
+}
