@@ -185,7 +185,8 @@ def _read(name: str, base: Path) -> tuple[FederatedDataset, FederatedDataset]:
         except OSError:
             pass  # read-only root or broken package: fall through to the usual error
     missing = _missing(raw)
-    if missing and os.environ.get("FEDLAB_OFFLINE", "") not in ("1", "true", "yes"):
+    offline = os.environ.get("FEDLAB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if missing and not offline:
         try:  # online: torchvision downloads and unpacks into <base>/<name>/raw
             cls(str(base), train=True, download=True)
             cls(str(base), train=False, download=True)
@@ -195,7 +196,9 @@ def _read(name: str, base: Path) -> tuple[FederatedDataset, FederatedDataset]:
     if missing:
         raise DatasetNotFoundError(
             f"{name} files not found: {', '.join(missing)} missing from {raw}. "
-            f"No download was possible. Put the four files {', '.join(_RAW_FILES)} "
+            + ("Downloading is switched off (FEDLAB_OFFLINE). " if offline else
+               "The download failed (no network?). ")
+            + f"Put the four files {', '.join(_RAW_FILES)} "
             f"(uncompressed) in {raw}, or set FEDLAB_DATA_DIR to a folder holding "
             f"{name}/raw/."
         )

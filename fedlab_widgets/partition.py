@@ -323,7 +323,8 @@ def _label_count(y, k, rng, *, classes_per_client, num_classes, **_):
         if len(ix) < len(holders[lab]):
             raise ValueError(
                 f"classes_per_client={cpc} with num_clients={k}: label {lab} has only "
-                f"{len(ix)} samples for {len(holders[lab])} clients; use fewer clients")
+                f"{len(ix)} samples but {len(holders[lab])} clients hold it; use fewer clients "
+                f"or a smaller classes_per_client")
         for c, piece in zip(holders[lab], np.array_split(ix, len(holders[lab]))):
             parts[c].append(piece)
     return [np.concatenate(p) for p in parts]

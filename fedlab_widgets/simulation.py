@@ -319,7 +319,7 @@ class Simulation:
         if batch_size is not None:
             batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
         self.batch_size = batch_size
-        self.lr = _check_number("lr", lr, 0.0, math.inf, "finite and > 0", lo_open=True)
+        self.lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
         self.eval_every = _check_int("eval_every", eval_every, 1)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer; got {seed!r}")
@@ -514,3 +514,6 @@ def _check_number(name, value, lo, hi, desc, lo_open=False):
     if isinstance(value, bool) or not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
         raise ValueError(f"{name} must be a number {desc}; got {value!r}")
     return v
+
+
+from . import vectorized as _vectorized  # noqa: E402,F401  registers ENGINES["vectorized"]

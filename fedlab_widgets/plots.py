@@ -1,0 +1,200 @@
+"""Matplotlib plots of partitions and training runs.
+
+Every function takes ``ax=`` (a new figure is made when it is None) and returns
+the figure, so plots compose into subplots and work headless.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .partition import Partition
+from .simulation import History
+
+__all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition"]
+
+_METRICS = {
+    "accuracy": "global test accuracy",
+    "loss": "global test loss",
+    "train_loss": "mean client training loss",
+}
+
+
+def _axes(ax, figsize=(6, 4)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    return ax.figure, ax
+
+
+def _client_slice(num_clients: int, max_clients: int | None) -> int:
+    return num_clients if max_clients is None else min(num_clients, max_clients)
+
+
+def plot_label_distribution(partition: Partition, *, ax=None, kind: str = "heatmap",
+                            normalize: bool = False, max_clients: int | None = 50,
+                            class_names=None, cmap: str = "viridis", colorbar=True):
+    """Per-client label distribution as a heatmap or stacked bars.
+
+    Parameters
+    ----------
+    partition : Partition
+    ax : matplotlib Axes, optional
+    kind : {"heatmap", "bars"}
+    normalize : bool, default False
+        Show each client's label proportions instead of counts.
+    max_clients : int or None, default 50
+        Show only the first clients (None: all).
+    class_names : list of str, optional
+        Legend / tick labels for the classes (default: the label numbers).
+    colorbar : bool or list of Axes, default True
+        Heatmap only: draw a colorbar beside ``ax`` (or beside the given axes).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fedlab_widgets import partition
+    >>> p = partition(torch.arange(1000) % 10, "dirichlet", 20, alpha=0.3, seed=0)
+    >>> fig = plot_label_distribution(p, kind="bars")
+    """
+    if kind not in ("heatmap", "bars"):
+        raise ValueError(f"kind must be 'heatmap' or 'bars'; got {kind!r}")
+    fig, ax = _axes(ax, (7, 3.5))
+    counts = partition.label_counts().numpy().astype(float)
+    m = _client_slice(partition.num_clients, max_clients)
+    counts = counts[:m]
+    if normalize:
+        counts = counts / counts.sum(1, keepdims=True)
+    names = [str(c) for c in range(partition.num_classes)] if class_names is None else list(class_names)
+    what = "share of client's samples" if normalize else "samples"
+    if kind == "heatmap":
+        im = ax.imshow(counts.T, aspect="auto", interpolation="nearest", cmap=cmap, origin="lower")
+        ax.set_yticks(range(partition.num_classes))
+        ax.set_yticklabels(names)
+        ax.set_ylabel("label")
+        if colorbar is not False:
+            fig.colorbar(im, ax=ax if colorbar is True else colorbar, label=what)
+    else:
+        colors = plt.get_cmap("tab10" if partition.num_classes <= 10 else "tab20")
+        bottom = np.zeros(m)
+        for c in range(partition.num_classes):
+            ax.bar(np.arange(m), counts[:, c], bottom=bottom, width=0.9, color=colors(c % 20),
+                   label=names[c])
+            bottom += counts[:, c]
+        ax.set_ylabel(what)
+        ax.set_xlim(-0.5, m - 0.5)
+        ax.legend(title="label", fontsize="small", ncol=2 if partition.num_classes > 5 else 1,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+    shown = f" (first {m} of {partition.num_clients})" if m < partition.num_clients else ""
+    ax.set_xlabel(f"client{shown}")
+    ax.set_title(f"Labels per client: {partition.label()}")
+    return fig
+
+
+def plot_client_sizes(partition: Partition, *, ax=None, sort: bool = False,
+                      max_clients: int | None = None):
+    """Number of samples held by each client, with the mean as a dashed line.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fedlab_widgets import partition
+    >>> fig = plot_client_sizes(partition(torch.arange(1000) % 10, "quantity", 20, sigma=1.0))
+    """
+    fig, ax = _axes(ax, (7, 2.5))
+    sizes = partition.sizes.numpy()
+    m = _client_slice(partition.num_clients, max_clients)
+    sizes = np.sort(sizes)[::-1][:m] if sort else sizes[:m]
+    ax.bar(np.arange(m), sizes, width=0.9, color="tab:gray")
+    ax.axhline(partition.sizes.double().mean().item(), color="k", ls="--", lw=1, label="mean")
+    ax.set_xlabel("client (largest first)" if sort else "client")
+    ax.set_ylabel("samples")
+    ax.set_xlim(-0.5, m - 0.5)
+    ax.legend(fontsize="small")
+    ax.set_title(f"Client sizes: {partition.label()}")
+    return fig
+
+
+def plot_partition(partition: Partition, *, fig=None, max_clients: int | None = 50, class_names=None):
+    """Label heatmap above client sizes, in one figure (used by the explorer)."""
+    if fig is None:
+        fig = plt.figure(figsize=(8, 5))
+    fig.set_layout_engine("constrained")
+    ax1, ax2 = fig.subplots(2, 1, gridspec_kw={"height_ratios": [2, 1]}, sharex=True)
+    # one colorbar beside both axes keeps the heatmap columns above their size bars
+    plot_label_distribution(partition, ax=ax1, max_clients=max_clients, class_names=class_names,
+                            colorbar=[ax1, ax2])
+    plot_client_sizes(partition, ax=ax2, max_clients=max_clients)
+    ax1.set_xlabel("")
+    ax2.set_title("")
+    return fig
+
+
+def _as_items(histories) -> list[tuple[str, History]]:
+    if isinstance(histories, History):
+        return [(histories.label, histories)]
+    if isinstance(histories, Mapping):
+        return [(str(k), h) for k, h in histories.items()]
+    return [(h.label, h) for h in histories]
+
+
+def plot_convergence(histories: History | Iterable[History] | Mapping[str, History], *,
+                     metric: str = "accuracy", ax=None, target: float | None = None,
+                     x: str = "round", title: str | None = None, legend: bool = True):
+    """Convergence curves of one or several runs, overlaid and labelled.
+
+    Parameters
+    ----------
+    histories : History, list of History, or dict label -> History
+        Runs to draw; a list uses each history's ``label``.
+    metric : {"accuracy", "loss", "train_loss"}
+    ax : matplotlib Axes, optional
+    target : float, optional
+        Draw a horizontal target line (e.g. 0.97) and mark where each run reaches it.
+    x : {"round", "megabytes"}
+        Against communication round or cumulative megabytes communicated.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from fedlab_widgets import History
+    >>> fig = plot_convergence([History(label="empty")], target=0.97)
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {', '.join(_METRICS)}; got {metric!r}")
+    if x not in ("round", "megabytes"):
+        raise ValueError(f"x must be 'round' or 'megabytes'; got {x!r}")
+    fig, ax = _axes(ax)
+    for label, h in _as_items(histories):
+        if not len(h):
+            continue
+        xs = h.rounds if x == "round" else h.bytes_total / 1e6
+        ys = getattr(h, metric)
+        ok = np.isfinite(ys)
+        (line,) = ax.plot(xs[ok], ys[ok], marker="." if ok.sum() < 30 else None, label=label)
+        if target is not None and metric == "accuracy":
+            r = h.rounds_to(target)
+            if r is not None:
+                i = int(np.flatnonzero(h.rounds == r)[0])
+                ax.plot([xs[i]], [ys[i]], "o", color=line.get_color(), ms=6, mfc="none")
+    if target is not None:
+        ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+    ax.set_xlabel("communication round" if x == "round" else "megabytes communicated")
+    ax.set_ylabel(_METRICS[metric])
+    if metric == "accuracy":
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    return fig

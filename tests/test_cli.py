@@ -1,0 +1,62 @@
+"""The command line end to end, in a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, "FEDLAB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "fedlab_widgets", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_run_writes_history_and_plot(tmp_path, mnist):
+    out = tmp_path / "run"
+    r = cli("run", "--model", "2nn", "--partition", "dirichlet", "--alpha", "0.3", "--clients", "100",
+            "--fraction", "0.1", "--local-epochs", "1", "--batch-size", "10", "--lr", "0.05",
+            "--rounds", "3", "--target", "0.99", "--seed", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "final accuracy" in r.stdout and "rounds to 0.99: not reached in 3" in r.stdout
+    assert "3/3" in r.stderr  # the tqdm progress bar
+    h = json.loads((out / "history.json").read_text())
+    assert len(h["records"]) == 3 and h["config"]["scheme"] == "dirichlet"
+    assert h["config"]["partition_params"]["alpha"] == 0.3
+    assert 0.3 < h["records"][-1]["accuracy"] <= 1
+    assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_partition_prints_summary_and_saves_heatmap(tmp_path, mnist):
+    r = cli("partition", "--partition", "shards", "--clients", "100", "--plot", str(tmp_path / "h.png"))
+    assert r.returncode == 0, r.stderr
+    assert "shards(shards_per_client=2), 100 clients" in r.stdout and "effective classes" in r.stdout
+    assert (tmp_path / "h.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--lr", "0"], "lr must be a number > 0"),
+    (["run", "--fraction", "2"], "client_fraction must be a number in (0, 1]"),
+    (["run", "--rounds", "0"], "rounds must be an integer >= 1"),
+    (["run", "--batch-size", "ten"], "invalid batch size 'ten'"),
+    (["run", "--partition", "zipf"], "invalid choice: 'zipf'"),
+    (["run", "--partition", "iid", "--alpha", "0.3"], "--alpha does not apply to --partition iid"),
+    (["partition", "--partition", "dirichlet", "--alpha", "-1"], "alpha must be a finite number > 0"),
+    (["partition", "--clients", "0"], "num_clients must be an integer from 1"),
+    (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    ([], "the following arguments are required: command"),
+])
+def test_bad_flags_exit_nonzero_with_one_line(args, needle):
+    r = cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedlab-widgets: error:") and needle in lines[0], r.stderr
+
+
+def test_missing_data_exits_with_the_loader_message(tmp_path):
+    r = cli("partition", "--data-dir", str(tmp_path))
+    assert r.returncode == 1
+    assert "train-images-idx3-ubyte" in r.stderr and str(tmp_path) in r.stderr
+    assert "Traceback" not in r.stderr

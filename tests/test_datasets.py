@@ -1,0 +1,95 @@
+"""The loaders read real MNIST / Fashion-MNIST and fail clearly when files are missing or corrupt."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import fedlab_widgets.datasets as ds
+from fedlab_widgets import DatasetNotFoundError, load_fashion_mnist, load_mnist
+
+
+def test_mnist_shapes_types_and_normalisation(mnist):
+    train, test = mnist
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert len(train.classes) == 10 and train.num_classes == 10
+    # normalised with the training mean/std (the well-known 0.1307 / 0.3081)
+    assert train.mean == pytest.approx(0.1307, abs=1e-4) and train.std == pytest.approx(0.3081, abs=1e-4)
+    assert float(train.images.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(train.images.std()) == pytest.approx(1.0, abs=1e-3)
+    assert float(test.images.mean()) == pytest.approx(0.0, abs=0.02)
+    assert torch.bincount(train.labels).tolist()[:2] == [5923, 6742]
+
+
+def test_loaded_once_per_process(mnist):
+    assert load_mnist() is mnist
+
+
+def test_root_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDLAB_DATA_DIR", str(tmp_path / "env"))
+    assert ds.data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert ds.data_root() == tmp_path / "env"
+    monkeypatch.delenv("FEDLAB_DATA_DIR")
+    assert ds.data_root() == Path(ds.__file__).resolve().parent.parent / "data"
+
+
+def _raw(root):
+    return Path(root) / "MNIST" / "raw"
+
+
+def test_missing_files_offline_names_files_and_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDLAB_OFFLINE", "1")
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_mnist(tmp_path)
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert str(_raw(tmp_path)) in msg and "FEDLAB_DATA_DIR" in msg
+
+
+def test_missing_files_download_fails_cleanly_without_network(monkeypatch, tmp_path):
+    """No network here: the download is tried, fails, and the same clear error results."""
+    monkeypatch.delenv("FEDLAB_OFFLINE", raising=False)
+    with pytest.raises(DatasetNotFoundError, match="download failed"):
+        load_mnist(tmp_path)
+
+
+def test_one_missing_file_is_named(monkeypatch, tmp_path, mnist):
+    monkeypatch.setenv("FEDLAB_OFFLINE", "1")
+    src = _raw(ds.data_root())
+    (_raw(tmp_path)).mkdir(parents=True)
+    for f in ds._RAW_FILES[:3]:
+        os.symlink(src / f, _raw(tmp_path) / f)
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_mnist(tmp_path)
+    assert "t10k-labels-idx1-ubyte missing" in str(e.value)
+    assert "train-images-idx3-ubyte," not in str(e.value).split("missing")[0]
+
+
+def test_truncated_file_gives_clear_error(monkeypatch, tmp_path, mnist):
+    monkeypatch.setenv("FEDLAB_OFFLINE", "1")
+    src = _raw(ds.data_root())
+    _raw(tmp_path).mkdir(parents=True)
+    for f in ds._RAW_FILES:
+        if f == "train-images-idx3-ubyte":
+            data = (src / f).read_bytes()
+            (_raw(tmp_path) / f).write_bytes(data[: len(data) // 3])
+        else:
+            os.symlink(src / f, _raw(tmp_path) / f)
+    with pytest.raises(DatasetNotFoundError, match="truncated or corrupt"):
+        load_mnist(tmp_path)
+
+
+def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
+    """Debian's dataset-fashion-mnist (a README prerequisite) is found and unpacked."""
+    monkeypatch.setenv("FEDLAB_OFFLINE", "1")
+    assert ds.DEBIAN_FASHION_MNIST.is_dir(), (
+        "Fashion-MNIST is missing: install it with `apt-get install dataset-fashion-mnist`")
+    train, test = load_fashion_mnist(tmp_path)
+    assert train.images.shape == (60000, 1, 28, 28) and len(test) == 10000
+    assert train.classes[0] == "T-shirt/top" and train.name == "FashionMNIST"
+    assert float(train.images.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert (tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    shutil.rmtree(tmp_path / "FashionMNIST")

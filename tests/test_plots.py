@@ -1,0 +1,55 @@
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from fedlab_widgets import Simulation, partition
+from fedlab_widgets.plots import plot_client_sizes, plot_convergence, plot_label_distribution, plot_partition
+
+
+@pytest.fixture(scope="module")
+def parts(train):
+    return partition(train.labels, "dirichlet", 30, seed=0, alpha=0.3)
+
+
+@pytest.fixture(scope="module")
+def histories(train, test_set):
+    p = partition(train.labels, "iid", 10, seed=0)
+    a = Simulation("2nn", train, test_set, p, client_fraction=0.1, lr=0.05, seed=0).run(3)
+    b = Simulation("2nn", train, test_set, p, client_fraction=0.2, lr=0.05, seed=0).run(2)
+    return a, b
+
+
+def test_label_distribution_heatmap_and_bars_draw_on_given_axes(parts):
+    fig, (a1, a2) = plt.subplots(1, 2)
+    assert plot_label_distribution(parts, ax=a1) is fig
+    img = a1.images[0].get_array()
+    assert img.shape == (10, 30) and np.array_equal(np.asarray(img).T, parts.label_counts().numpy())
+    assert plot_label_distribution(parts, ax=a2, kind="bars", max_clients=12) is fig
+    assert len(a2.patches) == 10 * 12
+    with pytest.raises(ValueError, match="kind must be"):
+        plot_label_distribution(parts, kind="pie")
+    plt.close("all")
+
+
+def test_client_sizes_and_partition_figure(parts):
+    fig = plot_client_sizes(parts, sort=True)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == sorted(parts.sizes.tolist(), reverse=True)
+    fig2 = plot_partition(parts)
+    assert len(fig2.axes) == 3  # heatmap, sizes, shared colorbar
+    plt.close("all")
+
+
+def test_convergence_overlays_labelled_runs_with_target(histories):
+    a, b = histories
+    fig = plot_convergence({"C=0.1": a, "C=0.2": b}, target=0.9)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["C=0.1", "C=0.2", "target 0.9"]
+    assert np.allclose(ax.lines[0].get_ydata(), a.accuracy)
+    fig2, ax2 = plt.subplots()
+    assert plot_convergence([a, b], metric="loss", ax=ax2, x="megabytes") is fig2
+    assert np.allclose(ax2.lines[0].get_xdata(), a.bytes_total / 1e6)
+    with pytest.raises(ValueError, match="metric must be one of accuracy, loss, train_loss"):
+        plot_convergence(a, metric="f1")
+    plt.close("all")
