@@ -1,0 +1,714 @@
+"""Interactive ipywidgets front ends: a partition explorer and a live FedAvg dashboard.
+
+Both are plain ipywidgets (no ipympl): plots are drawn with matplotlib's Agg
+backend into PNG bytes and shown in a fixed-size :class:`ipywidgets.Image`, so
+they work in JupyterLab, Notebook 7, VS Code and Colab, and an image can be
+updated from the background thread that trains the global model.
+
+The widgets use :mod:`fedlab_widgets.simulation` and :mod:`fedlab_widgets.plots`;
+nothing in the simulation imports this module.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import textwrap
+import threading
+import time
+from collections import OrderedDict
+
+import ipywidgets as W
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import plots
+from .datasets import load_mnist
+from .models import MODELS
+from .partition import SCHEMES, Partition, partition
+from .simulation import History, Simulation
+
+__all__ = ["PartitionExplorer", "FedAvgDashboard"]
+
+# which control holds each scheme's own parameter
+SCHEME_PARAMETER = {
+    "iid": None,
+    "shards": "shards_per_client",
+    "dirichlet": "alpha",
+    "label_count": "classes_per_client",
+    "quantity": "sigma",
+}
+BATCH_SIZES = (10, 20, 50, 100, 200, 600)
+_STYLE = {"description_width": "120px"}
+_RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _png(fig: Figure, dpi: int = 80) -> bytes:
+    """Render a (pyplot-free) figure to PNG bytes."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float) -> Figure:
+    # A bare Figure (not pyplot): never shown twice by the inline backend, no global state.
+    return Figure(figsize=(width, height))
+
+
+def _error_html(text: str, kind: str = "error") -> str:
+    color = {"error": "#b00020", "warning": "#8a5a00"}[kind]
+    title = {"error": "Error", "warning": "Warning"}[kind]
+    return (f'<div style="color:{color};border-left:4px solid {color};padding:2px 8px">'
+            f"<b>{title}:</b> {html.escape(text)}</div>")
+
+
+_PARTITION_CACHE: "OrderedDict[tuple, Partition]" = OrderedDict()
+_PARTITION_CACHE_SIZE = 16
+_PARTITION_LOCK = threading.Lock()
+
+
+def _partition_params(scheme: str, values: dict) -> dict:
+    name = SCHEME_PARAMETER[scheme]
+    return {} if name is None else {name: values[name]}
+
+
+def cached_partition(train, scheme: str, num_clients: int, *, seed: int = 0, **params) -> Partition:
+    """:func:`partition` of ``train``'s labels, remembered for repeated calls.
+
+    Moving a slider back and forth or pressing Run twice does not recompute the
+    same partition. Errors are not cached.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> data = SimpleNamespace(labels=torch.arange(1000) % 10)
+    >>> cached_partition(data, "iid", 10) is cached_partition(data, "iid", 10)
+    True
+    """
+    labels = train.labels if hasattr(train, "labels") else train
+    key = (id(labels), scheme, int(num_clients), int(seed),
+           tuple(sorted((k, float(v)) for k, v in params.items())))
+    with _PARTITION_LOCK:
+        if key in _PARTITION_CACHE:
+            _PARTITION_CACHE.move_to_end(key)
+            return _PARTITION_CACHE[key]
+    p = partition(labels, scheme, num_clients, seed=seed, **params)
+    with _PARTITION_LOCK:
+        _PARTITION_CACHE[key] = p
+        while len(_PARTITION_CACHE) > _PARTITION_CACHE_SIZE:
+            _PARTITION_CACHE.popitem(last=False)
+    return p
+
+
+def describe_heterogeneity(p: Partition) -> str:
+    """The heterogeneity numbers of a partition in words a learner can read.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fedlab_widgets import partition
+    >>> text = describe_heterogeneity(partition(torch.arange(1000) % 10, "iid", 10))
+    >>> "0% away from the global mix" in text
+    True
+    """
+    h = p.heterogeneity()
+    tv, eff, cv = h["label_tv"], h["effective_classes"], h["size_cv"]
+    return (
+        f"On average a client's label mix is {tv:.0%} away from the global mix "
+        f"(total-variation distance {tv:.2f}; 0% would be IID, 100% means clients share no labels "
+        f"with the global mix); a typical client effectively holds {eff:.1f} of "
+        f"{p.num_classes} classes; client sizes vary by {cv:.0%} (coefficient of variation "
+        f"{cv:.2f}): from {h['min_size']} to {h['max_size']} samples, "
+        f"{h['mean_size']:.0f} on average."
+    )
+
+
+def _partition_controls(*, scheme, num_clients, alpha, shards_per_client, classes_per_client,
+                        sigma, seed, max_num_clients) -> dict:
+    """The partition's controls: scheme, its parameter, number of clients, seed."""
+    c = {
+        "scheme": W.Dropdown(options=list(SCHEMES), value=scheme, description="scheme",
+                             style=_STYLE),
+        "alpha": W.FloatLogSlider(value=alpha, base=10, min=-2, max=2, step=0.05,
+                                  description="alpha", readout_format=".3g",
+                                  continuous_update=False, style=_STYLE),
+        "shards_per_client": W.IntSlider(value=shards_per_client, min=1,
+                                         max=max(10, shards_per_client),
+                                         description="shards_per_client",
+                                         continuous_update=False, style=_STYLE),
+        "classes_per_client": W.IntSlider(value=classes_per_client, min=1,
+                                          max=max(10, classes_per_client),
+                                          description="classes_per_client",
+                                          continuous_update=False, style=_STYLE),
+        "sigma": W.FloatSlider(value=sigma, min=0.0, max=max(3.0, sigma), step=0.1,
+                               description="sigma", continuous_update=False, style=_STYLE),
+        "num_clients": W.IntSlider(value=num_clients, min=1,
+                                   max=max(max_num_clients, num_clients),
+                                   description="num_clients", continuous_update=False,
+                                   style=_STYLE),
+        "seed": W.IntText(value=seed, description="seed", style=_STYLE,
+                          layout=W.Layout(width="220px")),
+    }
+    c["alpha"].tooltip = "Dirichlet concentration: small = skewed labels, large = IID"
+    return c
+
+
+def _show_scheme_parameter(controls: dict) -> None:
+    keep = SCHEME_PARAMETER[controls["scheme"].value]
+    for name in ("alpha", "shards_per_client", "classes_per_client", "sigma"):
+        controls[name].layout.display = None if name == keep else "none"
+
+
+def _note(h: History, running: bool) -> str:
+    """A legend suffix saying how a run ended."""
+    if running:
+        return " (running)"
+    if h.diverged:
+        return " (diverged)"
+    if h.stop_reason and h.stop_reason.startswith("stopped"):
+        return " (stopped)"
+    return ""
+
+
+class _Displayable:
+    """Display an object through its container widget (``.widget``)."""
+
+    widget: W.Widget
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+
+# -- the partition explorer --------------------------------------------------------------
+class PartitionExplorer(_Displayable):
+    """Sliders to partition a dataset among clients, with a live label heatmap.
+
+    Every change redraws the per-client label heatmap and client sizes and
+    describes in words how non-IID the partition is. A combination that cannot
+    be partitioned (for example a Dirichlet ``alpha`` so small that some client
+    ends up below the minimum size) shows the error in the widget and keeps the
+    previous partition.
+
+    Parameters
+    ----------
+    train : FederatedDataset or label tensor
+        The training set whose samples are partitioned (its ``.labels``).
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}, default "dirichlet"
+    num_clients : int, default 20
+    alpha : float, default 0.5
+        Dirichlet concentration (scheme ``dirichlet``).
+    shards_per_client : int, default 2
+        Scheme ``shards``.
+    classes_per_client : int, default 2
+        Scheme ``label_count``.
+    sigma : float, default 1.0
+        Log-normal spread of client sizes (scheme ``quantity``).
+    seed : int, default 0
+    max_clients : int, default 50
+        Draw at most this many clients (the partition itself has all of them).
+
+    Attributes
+    ----------
+    partition : Partition
+        The current partition (the last valid one).
+    controls : dict of str to ipywidgets.Widget
+    widget : ipywidgets.Widget
+        The container; the explorer displays as this widget.
+    stats, message : ipywidgets.HTML
+        Heterogeneity in words; the last error (empty when fine).
+
+    Examples
+    --------
+    >>> from fedlab_widgets import load_mnist
+    >>> from fedlab_widgets.widgets import PartitionExplorer
+    >>> train, _ = load_mnist()
+    >>> explorer = PartitionExplorer(train, scheme="dirichlet", alpha=0.1)  # doctest: +SKIP
+    >>> explorer                                                            # doctest: +SKIP
+    >>> explorer.update(alpha=100.0)                                         # doctest: +SKIP
+    >>> explorer.partition.heterogeneity()["label_tv"] < 0.1                 # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, train, *, scheme: str = "dirichlet", num_clients: int = 20,
+                 alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
+                 sigma: float = 1.0, seed: int = 0, max_clients: int = 50):
+        self.train = train
+        self.max_clients = max_clients
+        self.partition: Partition | None = None
+        self.error: str | None = None
+        self.controls = _partition_controls(
+            scheme=scheme, num_clients=num_clients, alpha=alpha,
+            shards_per_client=shards_per_client, classes_per_client=classes_per_client,
+            sigma=sigma, seed=seed, max_num_clients=200)
+        self.image = W.Image(format="png", layout=W.Layout(width="720px", height="450px",
+                                                            object_fit="contain"))
+        self.image.add_class("fedlab-plot")
+        self.stats = W.HTML(layout=W.Layout(max_width="720px"))
+        self.stats.add_class("fedlab-stats")
+        self.message = W.HTML()
+        self.message.add_class("fedlab-message")
+        order = ["scheme", "alpha", "shards_per_client", "classes_per_client", "sigma",
+                 "num_clients", "seed"]
+        left = W.VBox([self.controls[k] for k in order], layout=W.Layout(width="360px"))
+        self.widget = W.HBox([left, W.VBox([self.message, self.image, self.stats])])
+        self.widget.add_class("fedlab-explorer")
+        self._holding = False
+        for c in self.controls.values():
+            c.observe(self._on_change, names="value")
+        self.draws = 0
+        self._refresh()
+
+    def values(self) -> dict:
+        """The current control values."""
+        return {k: c.value for k, c in self.controls.items()}
+
+    def update(self, **values) -> "PartitionExplorer":
+        """Set control values (e.g. ``update(scheme="shards", num_clients=50)``) and redraw once.
+
+        Raises ValueError for an unknown name; a combination that cannot be
+        partitioned is shown in the widget instead.
+        """
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
+                             f"the settings are {', '.join(self.controls)}")
+        self._holding = True
+        try:
+            for k, v in values.items():
+                self.controls[k].value = v
+        finally:
+            self._holding = False
+        self._refresh()
+        return self
+
+    def _on_change(self, change) -> None:
+        if not self._holding:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        _show_scheme_parameter(self.controls)
+        v = self.values()
+        try:
+            p = cached_partition(self.train, v["scheme"], v["num_clients"], seed=v["seed"],
+                                 **_partition_params(v["scheme"], v))
+        except ValueError as e:
+            self.error = str(e)
+            kept = " The plot still shows the previous partition." if self.partition else ""
+            self.message.value = _error_html(str(e) + kept)
+            return
+        self.error = None
+        self.message.value = ""
+        self.partition = p
+        self.stats.value = f"<p>{html.escape(describe_heterogeneity(p))}</p>"
+        with _RENDER_LOCK:
+            fig = plots.plot_partition(p, fig=_figure(9, 5.6), max_clients=self.max_clients)
+            for ax in fig.axes[:2]:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            self.image.value = _png(fig)
+        self.draws += 1
+
+
+# -- the FedAvg dashboard ---------------------------------------------------------------------
+class FedAvgDashboard(_Displayable):
+    """Train FedAvg with sliders and watch the global model's test accuracy live.
+
+    Press Run to train with the current settings in a background thread (the
+    notebook stays responsive); the accuracy and loss plot is redrawn after every
+    round, Stop ends the run after the current round and keeps its partial curve,
+    and every finished run stays overlaid, labelled with its settings. Errors (a
+    bad value, a partition that cannot be made, a diverging run) are shown in the
+    widget; earlier runs are kept.
+
+    Parameters
+    ----------
+    train, test : FederatedDataset or None
+        The datasets (``None`` loads MNIST with :func:`load_mnist`, once).
+    model : {"2nn", "cnn", "small_cnn"}, default "2nn"
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}, default "iid"
+    num_clients : int, default 100
+    client_fraction : float, default 0.1
+        C, the fraction of clients sampled each round.
+    local_epochs : int, default 1
+        E, passes each sampled client makes over its data per round.
+    batch_size : int or None, default 10
+        B, the local minibatch size; None ("full batch") uses all of a client's data.
+    lr : float, default 0.05
+        Client learning rate.
+    rounds : int, default 20
+    seed : int, default 0
+    alpha, shards_per_client, classes_per_client, sigma
+        The partition scheme's own parameter (see :func:`partition`).
+    compare_iid : bool, default False
+        Also train the same settings on an IID partition (drawn dashed).
+    target : float, optional
+        Draw a target accuracy line (e.g. 0.97).
+
+    Attributes
+    ----------
+    controls : dict of str to ipywidgets.Widget
+        One control per setting, keyed by the parameter names above.
+    run_button, stop_button, clear_button : ipywidgets.Button
+    status, message : ipywidgets.HTML
+        The status line (``round N/M``, accuracy, time, megabytes) and errors.
+    progress : ipywidgets.IntProgress
+    image : ipywidgets.Image
+        The accuracy and loss plot.
+    histories : list of History
+        Finished (or stopped) runs, in order; IID baselines included.
+    widget : ipywidgets.Widget
+        The container; the dashboard displays as this widget.
+
+    Examples
+    --------
+    >>> from fedlab_widgets import load_mnist
+    >>> from fedlab_widgets.widgets import FedAvgDashboard
+    >>> train, test = load_mnist()
+    >>> dashboard = FedAvgDashboard(train, test, num_clients=20, rounds=3)
+    >>> dashboard                                   # doctest: +SKIP
+    >>> history = dashboard.run(blocking=True)      # doctest: +SKIP
+    >>> history.accuracy[-1] > 0.85                 # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, train=None, test=None, *, model: str = "2nn", scheme: str = "iid",
+                 num_clients: int = 100, client_fraction: float = 0.1, local_epochs: int = 1,
+                 batch_size: int | None = 10, lr: float = 0.05, rounds: int = 20, seed: int = 0,
+                 alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
+                 sigma: float = 1.0, compare_iid: bool = False, target: float | None = None):
+        if train is None or test is None:
+            train, test = load_mnist()
+        self.train, self.test = train, test
+        self.histories: list[History] = []
+        self.baselines: set[int] = set()  # ids of histories that are IID baselines
+        self.current: list[History] = []  # histories of the run in progress
+        self.last_error: str | None = None
+        self.draws = 0
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._sims: list[Simulation] = []
+        self._lock = threading.Lock()
+        self._runs = 0
+
+        self.controls = _partition_controls(
+            scheme=scheme, num_clients=num_clients, alpha=alpha,
+            shards_per_client=shards_per_client, classes_per_client=classes_per_client,
+            sigma=sigma, seed=seed, max_num_clients=1000)
+        bs_options = [("full batch", None)] + [(str(b), b) for b in BATCH_SIZES]
+        if batch_size is not None and batch_size not in BATCH_SIZES:
+            bs_options.append((str(batch_size), batch_size))
+        self.controls.update({
+            "model": W.Dropdown(options=list(MODELS), value=model, description="model",
+                                style=_STYLE),
+            "client_fraction": W.FloatSlider(value=client_fraction, min=0.01,
+                                             max=1.0, step=0.01,
+                                             description="client_fraction",
+                                             continuous_update=False, style=_STYLE),
+            "local_epochs": W.IntSlider(value=local_epochs, min=1, max=max(20, local_epochs),
+                                        description="local_epochs", continuous_update=False,
+                                        style=_STYLE),
+            "batch_size": W.Dropdown(options=bs_options, value=batch_size,
+                                     description="batch_size", style=_STYLE),
+            "lr": W.FloatText(value=lr, description="lr", step=0.01, style=_STYLE,
+                              layout=W.Layout(width="220px")),
+            "rounds": W.IntSlider(value=rounds, min=1, max=max(200, rounds),
+                                  description="rounds", continuous_update=False, style=_STYLE),
+            "compare_iid": W.Checkbox(value=compare_iid, description="compare with IID",
+                                      style=_STYLE),
+            "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
+                                         max=1.0, step=0.01,
+                                         description="target (0 = none)", style=_STYLE,
+                                         layout=W.Layout(width="220px")),
+        })
+        self.controls["lr"].tooltip = "client learning rate (> 0)"
+        self.controls["compare_iid"].tooltip = (
+            "also train the same settings on an IID partition (dashed curve)")
+        self.controls["scheme"].observe(lambda _: _show_scheme_parameter(self.controls),
+                                        names="value")
+        _show_scheme_parameter(self.controls)
+
+        self.run_button = W.Button(description="Run", button_style="success", icon="play",
+                                   tooltip="train with the current settings")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop",
+                                    disabled=True, tooltip="stop after the current round")
+        self.clear_button = W.Button(description="Clear runs", icon="trash",
+                                     tooltip="remove all finished runs from the plot")
+        self.run_button.on_click(lambda _: self.run(blocking=False))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.progress = W.IntProgress(value=0, min=0, max=rounds, description="progress",
+                                      layout=W.Layout(width="320px"))
+        self.status = W.HTML(value=self._ready_text())
+        self.message = W.HTML()
+        self.image = W.Image(format="png", layout=W.Layout(width="960px", height="320px",
+                                                            object_fit="contain"))
+        for w, cls in [(self.run_button, "fedlab-run"), (self.stop_button, "fedlab-stop"),
+                       (self.clear_button, "fedlab-clear"), (self.status, "fedlab-status"),
+                       (self.message, "fedlab-message"), (self.image, "fedlab-plot"),
+                       (self.progress, "fedlab-progress")]:
+            w.add_class(cls)
+        c = self.controls
+        col = W.Layout(width="330px")
+        data_box = W.VBox([W.HTML("<b>Data &amp; clients</b>"), c["scheme"], c["alpha"],
+                           c["shards_per_client"], c["classes_per_client"], c["sigma"],
+                           c["num_clients"], c["client_fraction"]], layout=col)
+        local_box = W.VBox([W.HTML("<b>Local training</b>"), c["model"], c["local_epochs"],
+                            c["batch_size"], c["lr"]], layout=col)
+        run_box = W.VBox([W.HTML("<b>Run</b>"), c["rounds"], c["seed"], c["compare_iid"],
+                          c["target"]], layout=col)
+        buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
+        self.widget = W.VBox([W.HBox([data_box, local_box, run_box]), buttons, self.status,
+                              self.message, self.image])
+        self.widget.add_class("fedlab-dashboard")
+        self._draw()
+
+    # -- settings ---------------------------------------------------------------------
+    def settings(self) -> dict:
+        """The current settings, as the keyword arguments of the constructor."""
+        v = {k: c.value for k, c in self.controls.items()}
+        v["target"] = v["target"] or None
+        return v
+
+    def update(self, **values) -> "FedAvgDashboard":
+        """Set controls programmatically, e.g. ``update(lr=0.1, local_epochs=5)``."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
+                             f"the settings are {', '.join(self.controls)}")
+        for k, v in values.items():
+            if k == "target" and v is None:
+                v = 0.0
+            control = self.controls[k]
+            if k == "batch_size" and v not in [value for _, value in control.options]:
+                control.options = list(control.options) + [(str(v), v)]
+            control.value = v
+        if "rounds" in values and not self.running:
+            self.status.value = self._ready_text()
+        return self
+
+    def _ready_text(self) -> str:
+        return (f"Ready: press <b>Run</b> to train for {self.controls['rounds'].value} "
+                f"rounds.")
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in progress."""
+        return self._thread is not None and self._thread.is_alive() or bool(self._sims)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, *, blocking: bool = False) -> History | None:
+        """Train with the current settings; the new run is added to the overlay.
+
+        Parameters
+        ----------
+        blocking : bool, default False
+            True: train in the calling thread and return the History (raising
+            ValueError for bad settings, after showing the message). False (what
+            the Run button does): start a background thread and return None at
+            once; see :meth:`wait`.
+        """
+        if self.running:
+            self._show_error("a run is already in progress: press Stop first")
+            if blocking:
+                raise RuntimeError("a run is already in progress")
+            return None
+        settings = self.settings()
+        self._stop_event.clear()
+        self._set_running(True)
+        if blocking:
+            try:
+                return self._train(settings, raise_errors=True)
+            finally:
+                self._set_running(False)
+        self._thread = threading.Thread(target=self._thread_main, args=(settings,),
+                                        name="fedlab-dashboard", daemon=True)
+        self._thread.start()
+        return None
+
+    def _thread_main(self, settings: dict) -> None:
+        try:
+            self._train(settings, raise_errors=False)
+        finally:
+            self._set_running(False)
+
+    def stop(self) -> None:
+        """Stop the run in progress after its current round (its curve is kept)."""
+        self._stop_event.set()
+        for sim in list(self._sims):
+            sim.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background run to finish; True if none is running any more."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+        return not self.running
+
+    def clear(self) -> None:
+        """Remove the finished runs from the overlay (``histories`` becomes empty)."""
+        if self.running:
+            self._show_error("cannot clear while a run is in progress: press Stop first")
+            return
+        self.histories.clear()
+        self.baselines.clear()
+        self.message.value = ""
+        self.progress.value = 0
+        self.status.value = self._ready_text()
+        self._draw()
+
+    def _set_running(self, running: bool) -> None:
+        for c in self.controls.values():
+            c.disabled = running
+        self.run_button.disabled = running
+        self.clear_button.disabled = running
+        self.stop_button.disabled = not running
+
+    def _show_error(self, text: str, kind: str = "error") -> None:
+        self.last_error = text
+        self.message.value = _error_html(text, kind)
+
+    def _build(self, s: dict) -> list[Simulation]:
+        p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
+                             **_partition_params(s["scheme"], s))
+        kw = dict(client_fraction=s["client_fraction"], local_epochs=s["local_epochs"],
+                  batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"])
+        self._runs += 1
+        sims = [Simulation(s["model"], self.train, self.test, p, **kw)]
+        sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
+        if s["compare_iid"] and s["scheme"] != "iid":
+            iid = cached_partition(self.train, "iid", s["num_clients"], seed=s["seed"])
+            base = Simulation(s["model"], self.train, self.test, iid, **kw)
+            base.history.label = f"#{self._runs} IID baseline: {base.default_label()}"
+            sims.append(base)
+        return sims
+
+    def _train(self, s: dict, *, raise_errors: bool) -> History | None:
+        self.message.value = ""
+        self.last_error = None
+        n = s["rounds"]
+        self.progress.max, self.progress.value = n, 0
+        self.status.value = "Preparing the partition and the global model..."
+        try:
+            sims = self._build(s)
+        except Exception as e:  # bad settings: show, keep earlier runs
+            self._show_error(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+            self.status.value = "Not started: fix the setting named below and press Run again."
+            if raise_errors:
+                raise
+            return None
+        if s["compare_iid"] and s["scheme"] == "iid":
+            self._show_error("compare with IID: the partition is already IID, so no "
+                             "baseline was trained", "warning")
+        main = sims[0].history
+        if len(sims) > 1:
+            self.baselines.add(id(sims[1].history))
+        self._sims = sims
+        self.current = [sim.history for sim in sims]
+        gens = [sim.rounds(n) for sim in sims]
+        alive = [True] * len(sims)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            while any(alive):
+                if self._stop_event.is_set():
+                    for sim, a in zip(sims, alive):
+                        if a and sim.history.stop_reason is None:
+                            sim.history.stop_reason = f"stopped by the user after round {sim.round}"
+                    break
+                for i, g in enumerate(gens):
+                    if alive[i]:
+                        try:
+                            next(g)
+                        except StopIteration:
+                            alive[i] = False
+                        else:
+                            if sims[i].history.diverged:
+                                alive[i] = False
+                self._report(main, n, t0, s)
+        except Exception as e:  # anything unexpected: show it, keep the kernel and earlier runs
+            error = e
+            self._show_error(f"{type(e).__name__}: {e}")
+        finally:
+            self._sims = []
+            self.current = []
+            for sim in sims:
+                if len(sim.history):
+                    self.histories.append(sim.history)
+                elif id(sim.history) in self.baselines:
+                    self.baselines.discard(id(sim.history))
+        diverged = [h for h in (sim.history for sim in sims) if h.diverged]
+        if diverged and error is None:
+            self._show_error("; ".join(f"{h.label.split(' ', 1)[0]} {h.stop_reason}"
+                                       for h in diverged))
+        self._report(main, n, t0, s, final=True)
+        if error is not None and raise_errors:
+            raise error
+        return main
+
+    def _report(self, h: History, n: int, t0: float, s: dict, final: bool = False) -> None:
+        r = h.records[-1].round if len(h) else 0
+        acc = h.final_accuracy
+        mb = h.bytes_total[-1] / 1e6 if len(h) else 0.0
+        elapsed = time.perf_counter() - t0
+        if not final:
+            state = "Training"
+        elif h.stop_reason and h.stop_reason.startswith("stopped"):
+            state = "Stopped"
+        elif h.diverged:
+            state = "Diverged"
+        else:
+            state = "Finished"
+        acc_text = f"{acc:.2%}" if np.isfinite(acc) else "n/a"
+        self.status.value = (f"{state}: <b>round {r}/{n}</b> &middot; global test accuracy "
+                             f"<b>{acc_text}</b> &middot; {elapsed:.1f} s &middot; "
+                             f"{mb:.1f} MB communicated")
+        self.progress.value = min(r, n)
+        self._draw(target=s["target"])
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def make_figure(self, target: float | None = None) -> Figure:
+        """The plot as a matplotlib Figure: accuracy and loss per round, and the legend.
+
+        Finished runs and the run in progress are overlaid; IID baselines are dashed.
+        """
+        if target is None:
+            target = self.controls["target"].value or None
+        runs = list(self.histories) + [h for h in self.current if h not in self.histories]
+        fig = _figure(12, 4)
+        gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.75], wspace=0.25,
+                              left=0.06, right=0.99, top=0.9, bottom=0.14)
+        ax_acc, ax_loss, ax_leg = (fig.add_subplot(gs[0, i]) for i in range(3))
+        plots.plot_convergence(runs, metric="accuracy", ax=ax_acc, target=target,
+                               title="global model: test accuracy", legend=False)
+        plots.plot_convergence(runs, metric="loss", ax=ax_loss,
+                               title="global model: test loss", legend=False)
+        dashed = {h.label for h in runs if id(h) in self.baselines}
+        for ax in (ax_acc, ax_loss):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            for line in ax.get_lines():
+                if line.get_label() in dashed:
+                    line.set_linestyle("--")
+        ax_leg.axis("off")
+        handles, labels = ax_acc.get_legend_handles_labels()
+        if handles:
+            notes = {h.label: _note(h, h in self.current) for h in runs}
+            labels = ["\n".join(textwrap.wrap(lab + notes.get(lab, ""), 38)) for lab in labels]
+            ax_leg.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
+                          borderaxespad=0)
+        else:
+            ax_leg.text(0, 0.9, "No runs yet: press Run.", fontsize=10,
+                        transform=ax_leg.transAxes)
+        return fig
+
+    def _draw(self, target: float | None = None) -> None:
+        with _RENDER_LOCK:
+            self.image.value = _png(self.make_figure(target))
+        self.draws += 1

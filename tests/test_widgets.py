@@ -1,0 +1,172 @@
+"""The explorer and the dashboard driven from Python: real MNIST, real training, no mocks.
+
+Widget values are set and buttons clicked exactly as a notebook would (``button.click()``);
+training happens in the dashboard's background thread as it does in the browser.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fedlab_widgets import History
+from fedlab_widgets.widgets import FedAvgDashboard, PartitionExplorer, cached_partition
+
+FAST = dict(model="2nn", num_clients=20, client_fraction=0.1, batch_size=50, lr=0.05, rounds=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small-batch training on a shared 2-core machine is far faster with one intra-op thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def dashboard(train, test_set):
+    d = FedAvgDashboard(train, test_set, **FAST)
+    yield d
+    d.stop()
+    d.wait(30)
+
+
+def _wait_for(pred, timeout=60.0):
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.02)
+
+
+# -- PartitionExplorer -------------------------------------------------------------------------
+def test_explorer_redraws_when_scheme_and_alpha_change(train):
+    ex = PartitionExplorer(train, scheme="dirichlet", alpha=0.1, num_clients=20)
+    fp, text, png, draws = ex.partition.fingerprint(), ex.stats.value, ex.image.value, ex.draws
+    assert "away from the global mix" in text and "of 10 classes" in text
+    assert ex.controls["alpha"].layout.display is None            # alpha shown for dirichlet
+    assert ex.controls["shards_per_client"].layout.display == "none"
+
+    ex.controls["alpha"].value = 100.0                              # as a learner drags the slider
+    assert ex.partition.fingerprint() != fp and ex.draws == draws + 1
+    assert ex.stats.value != text and ex.image.value != png
+    assert ex.partition.heterogeneity()["label_tv"] < 0.1          # large alpha: nearly IID
+
+    ex.controls["scheme"].value = "shards"
+    assert ex.partition.scheme == "shards"
+    assert ex.controls["alpha"].layout.display == "none"
+    assert ex.controls["shards_per_client"].layout.display is None
+    assert ex.partition.heterogeneity()["effective_classes"] < 2.5
+
+    before = ex.draws
+    ex.update(scheme="iid", num_clients=10, seed=3)                 # several values, one redraw
+    assert ex.draws == before + 1
+    assert ex.partition.num_clients == 10 and ex.partition.scheme == "iid"
+    assert ex.message.value == ""
+    assert "fedlab-explorer" in ex.widget._dom_classes
+    assert "application/vnd.jupyter.widget-view+json" in ex._repr_mimebundle_()
+    with pytest.raises(ValueError, match="unknown setting"):
+        ex.update(beta=1)
+
+
+def test_explorer_bad_combination_shows_message_and_keeps_partition(train):
+    ex = PartitionExplorer(train, scheme="dirichlet", alpha=0.5, num_clients=20)
+    good, text = ex.partition, ex.stats.value
+    ex.update(alpha=0.01, num_clients=100)        # some client always gets < min_size samples
+    assert "min_size" in ex.message.value and "Error" in ex.message.value
+    assert "previous partition" in ex.message.value
+    assert ex.partition is good and ex.stats.value == text
+    ex.update(alpha=0.5, num_clients=20)          # fixing it clears the message
+    assert ex.message.value == "" and ex.partition.fingerprint() == good.fingerprint()
+
+
+# -- FedAvgDashboard ------------------------------------------------------------------------------
+def test_blocking_run_returns_rising_history(dashboard):
+    png = dashboard.image.value
+    h = dashboard.run(blocking=True)
+    assert isinstance(h, History) and len(h) == 3
+    assert h.accuracy[-1] > h.accuracy[0] and h.accuracy[-1] > 0.8
+    assert dashboard.histories == [h]
+    assert "C=0.1" in h.label and "E=1" in h.label and "B=50" in h.label
+    assert "round 3/3" in dashboard.status.value
+    assert dashboard.progress.value == 3 and dashboard.image.value != png
+    assert not dashboard.run_button.disabled and dashboard.stop_button.disabled
+    assert dashboard.message.value == ""
+    # the partition is cached: a second run reuses it (and the loaded data)
+    p = cached_partition(dashboard.train, "iid", 20, seed=0)
+    assert h.config["partition_fingerprint"] == p.fingerprint()
+    assert cached_partition(dashboard.train, "iid", 20, seed=0) is p
+
+
+def test_run_button_trains_in_a_thread_and_stop_keeps_the_partial_curve(dashboard):
+    dashboard.update(rounds=60)
+    draws = dashboard.draws
+    dashboard.run_button.click()
+    assert dashboard.running
+    assert dashboard._thread is not threading.current_thread()
+    assert all(c.disabled for c in dashboard.controls.values())
+    assert dashboard.run_button.disabled and dashboard.clear_button.disabled
+    assert not dashboard.stop_button.disabled
+    _wait_for(lambda: dashboard.draws >= draws + 2)           # redrawn after every round
+    assert "Training: <b>round" in dashboard.status.value
+    done = len(dashboard.current[0])
+    dashboard.stop_button.click()
+    assert dashboard.wait(timeout=30)
+    h = dashboard.histories[-1]
+    assert done <= len(h) <= done + 1 < 60                   # stopped within one round
+    assert h.stop_reason.startswith("stopped by the user")
+    assert "Stopped: <b>round" in dashboard.status.value
+    assert not any(c.disabled for c in dashboard.controls.values())
+    assert not dashboard.run_button.disabled and dashboard.stop_button.disabled
+    assert dashboard.message.value == ""
+    assert any(line.get_label() == h.label for line in dashboard.make_figure().axes[0].get_lines())
+
+
+def test_bad_value_shows_message_and_keeps_previous_runs(dashboard):
+    first = dashboard.run(blocking=True)
+    png = dashboard.image.value
+    dashboard.controls["lr"].value = 0.0
+    dashboard.run_button.click()
+    assert dashboard.wait(timeout=30)
+    assert "lr must be" in dashboard.message.value and "Error" in dashboard.message.value
+    assert dashboard.histories == [first] and dashboard.image.value == png
+    assert not dashboard.run_button.disabled                  # ready for another try
+    with pytest.raises(ValueError, match="lr"):
+        dashboard.run(blocking=True)
+    dashboard.update(lr=0.05)                                 # the kernel is fine: it still trains
+    assert len(dashboard.run(blocking=True)) == 3 and len(dashboard.histories) == 2
+    assert dashboard.message.value == ""
+
+
+def test_divergence_is_reported(dashboard):
+    dashboard.update(lr=1e3, rounds=5)
+    h = dashboard.run(blocking=True)
+    assert h.diverged and len(h) < 5
+    assert "diverged" in dashboard.message.value and "lr" in dashboard.message.value
+    assert "Diverged" in dashboard.status.value
+    assert not dashboard.run_button.disabled
+
+
+def test_clear_button_empties_the_overlay(dashboard):
+    dashboard.update(rounds=1)
+    dashboard.run(blocking=True)
+    png = dashboard.image.value
+    dashboard.clear_button.click()
+    assert dashboard.histories == [] and dashboard.image.value != png
+    assert not dashboard.make_figure().axes[0].get_lines()
+
+
+def test_compare_iid_adds_a_dashed_baseline(dashboard):
+    dashboard.update(scheme="shards", compare_iid=True, rounds=2)
+    h = dashboard.run(blocking=True)
+    assert len(dashboard.histories) == 2
+    main, base = dashboard.histories
+    assert main is h and main.config["scheme"] == "shards"
+    assert base.config["scheme"] == "iid" and "IID baseline" in base.label
+    assert len(base) == len(main) == 2
+    assert np.nanmean(base.accuracy) > np.nanmean(main.accuracy)   # non-IID hurts
+    styles = {line.get_label(): line.get_linestyle()
+              for line in dashboard.make_figure().axes[0].get_lines()}
+    assert styles[base.label] == "--" and styles[main.label] == "-"
