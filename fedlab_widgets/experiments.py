@@ -1,0 +1,335 @@
+"""Small experiments the notebooks are built on.
+
+The notebooks show the idea; the loops live here:
+
+* :func:`train_centralised` -- the non-federated baseline (plain minibatch SGD on
+  all the data), recorded as a :class:`~fedlab_widgets.simulation.History` so that
+  it plots beside FedAvg runs;
+* :func:`local_train` -- one client training alone from a given model (what
+  happens inside a FedAvg round, used to show client drift);
+* :func:`sweep` -- FedAvg over a grid of settings (e.g. ``local_epochs`` x
+  ``batch_size``), reporting rounds to a target accuracy;
+* :func:`client_accuracy` and :func:`per_class_accuracy` -- who a global model
+  works for: accuracy on each client's own data, and on each digit;
+* :func:`format_table` -- rows of results as a fixed-width text table.
+
+Everything random takes ``seed=``: the same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import get_model
+from .partition import Partition
+from .simulation import History, RoundRecord, Simulation, evaluate
+
+__all__ = ["train_centralised", "local_train", "sweep", "client_accuracy",
+           "per_class_accuracy", "format_table"]
+
+
+def _as_model(model, seed: int) -> tuple[nn.Module, str]:
+    if isinstance(model, str):
+        return get_model(model, seed=seed), model
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model), type(model).__name__
+    raise ValueError(f"model must be a model name or a torch.nn.Module; got {model!r}")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def _sgd_epochs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                *, epochs: int, batch_size: int | None, lr: float, generator: torch.Generator,
+                after_epoch=None) -> None:
+    """Plain minibatch SGD over ``indices`` (reshuffled every epoch), in place."""
+    params = [p for p in model.parameters()]
+    n = len(indices)
+    b = n if batch_size is None else min(batch_size, n)
+    model.train()
+    for epoch in range(epochs):
+        order = indices[torch.randperm(n, generator=generator)]
+        losses = []
+        for i in range(0, n, b):
+            batch = order[i:i + b]
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                torch._foreach_add_(params, grads, alpha=-lr)
+            losses.append(loss.detach())
+        if after_epoch is not None:
+            after_epoch(epoch + 1, float(torch.stack(losses).mean()))
+
+
+def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | None = 10,
+                      lr: float = 0.05, seed: int = 0, label: str | None = None) -> History:
+    """Train one model on all the training data with minibatch SGD: the baseline.
+
+    This is what FedAvg is compared with: the data in one place, no clients, no
+    rounds. One :class:`~fedlab_widgets.simulation.RoundRecord` is kept per epoch
+    (its ``round`` is the epoch number), with the test accuracy and loss after the
+    epoch, the mean training loss over the epoch, ``samples`` = the training
+    samples processed, and 0 bytes communicated.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module
+        A name for :func:`~fedlab_widgets.models.get_model` (initial weights from
+        ``seed``) or a module (copied, not modified).
+    train, test : FederatedDataset
+    epochs : int, default 1
+        Passes over the training data (>= 1).
+    batch_size : int or None, default 10
+        Minibatch size; None means full-batch gradient descent.
+    lr : float, default 0.05
+        SGD learning rate (no momentum, no weight decay: the same optimiser as a
+        FedAvg client).
+    seed : int, default 0
+        Seeds the initial weights (for a model name) and the shuffling.
+    label : str, optional
+        The history's label (default ``"centralised, B=..., lr=..."``).
+
+    Returns
+    -------
+    History
+        ``history.model`` holds the trained model.
+
+    Examples
+    --------
+    >>> from fedlab_widgets import load_mnist
+    >>> train, test = load_mnist()
+    >>> h = train_centralised("2nn", train, test, epochs=1, batch_size=100, lr=0.1)
+    >>> h.final_accuracy > 0.9
+    True
+    """
+    epochs = _check_positive_int("epochs", epochs)
+    if batch_size is not None:
+        batch_size = _check_positive_int("batch_size", batch_size)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+    net, name = _as_model(model, seed)
+    b = "inf" if batch_size is None else batch_size
+    history = History(
+        config={"model": name, "dataset": getattr(train, "name", ""), "centralised": True,
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        label=label or f"centralised, B={b}, lr={lr:g}")
+    g = torch.Generator().manual_seed(int(seed))
+    t0 = [time.perf_counter()]
+
+    def record(epoch, train_loss):
+        acc, loss = evaluate(net, test)
+        history.records.append(RoundRecord(
+            round=epoch, accuracy=acc, loss=loss, train_loss=train_loss, clients=[],
+            bytes_down=0, bytes_up=0, seconds=time.perf_counter() - t0[0], samples=len(train)))
+        t0[0] = time.perf_counter()
+
+    _sgd_epochs(net, train.images, train.labels, torch.arange(len(train)), epochs=epochs,
+                batch_size=batch_size, lr=float(lr), generator=g, after_epoch=record)
+    net.eval()
+    history.model = net
+    return history
+
+
+def local_train(model: nn.Module, dataset, indices, *, epochs: int = 1,
+                batch_size: int | None = 10, lr: float = 0.05, seed: int = 0) -> nn.Module:
+    """One client's local update: a trained copy of ``model`` (which is not modified).
+
+    Exactly what a FedAvg client does in a round -- ``epochs`` passes of minibatch
+    SGD over its own samples -- so that its result can be inspected on its own.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The starting point (e.g. the global model ``sim.global_model``).
+    dataset : FederatedDataset
+    indices : torch.Tensor or sequence of int
+        The client's samples, e.g. ``partition.client_indices[k]``.
+    epochs, batch_size, lr
+        As for a client in :class:`~fedlab_widgets.simulation.Simulation`.
+    seed : int, default 0
+        Seeds the shuffling.
+
+    Returns
+    -------
+    torch.nn.Module
+        The client's model after local training (in eval mode).
+    """
+    epochs = _check_positive_int("epochs", epochs)
+    if batch_size is not None:
+        batch_size = _check_positive_int("batch_size", batch_size)
+    indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+    if len(indices) == 0:
+        raise ValueError("indices must not be empty")
+    net = copy.deepcopy(model)
+    _sgd_epochs(net, dataset.images, dataset.labels, indices, epochs=epochs, batch_size=batch_size,
+                lr=float(lr), generator=torch.Generator().manual_seed(int(seed)))
+    return net.eval()
+
+
+def sweep(train, test, *, model="2nn", partition: Partition, grid: Mapping[str, Sequence],
+          rounds: int, target: float | None = None, seed: int = 0, **fixed) -> list[dict]:
+    """Run FedAvg once for every combination of the ``grid`` values.
+
+    Parameters
+    ----------
+    train, test : FederatedDataset
+    model : str or torch.nn.Module, default "2nn"
+    partition : Partition
+        The clients (the same for every run).
+    grid : dict of name -> list of values
+        :class:`~fedlab_widgets.simulation.Simulation` options to vary, e.g.
+        ``{"local_epochs": [1, 5], "batch_size": [50, 10]}``; the runs go through
+        the combinations in order (the last key varies fastest).
+    rounds : int
+        The most rounds per run.
+    target : float, optional
+        Stop a run as soon as its test accuracy reaches ``target`` and report the
+        round it happened (None in ``rounds_to_target`` if never).
+    seed : int, default 0
+        The same seed for every run (same initial model, same sampled clients), so
+        that runs differ only in the grid values.
+    **fixed
+        Other Simulation options, the same for every run (``client_fraction``,
+        ``lr``, ``engine``, ...).
+
+    Returns
+    -------
+    list of dict
+        One row per run: the grid values, then ``updates_per_round`` (mean local
+        SGD steps per sampled client per round, McMahan et al.'s u), ``rounds``
+        (run), ``rounds_to_target``, ``final_accuracy``, ``megabytes``
+        (communicated), ``seconds`` and ``history`` (the full History).
+
+    Examples
+    --------
+    >>> from fedlab_widgets import load_mnist, partition
+    >>> train, test = load_mnist()
+    >>> parts = partition(train, "iid", 100, seed=0)
+    >>> rows = sweep(train, test, partition=parts, grid={"batch_size": [50, 600]},
+    ...              rounds=2, lr=0.1)  # doctest: +SKIP
+    >>> print(format_table(rows))  # doctest: +SKIP
+    """
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError("grid must be a non-empty dict of option name -> list of values")
+    clash = set(grid) & set(fixed)
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} given both in grid and as fixed options")
+    rounds = _check_positive_int("rounds", rounds)
+    keys = list(grid)
+    values = [list(v) if isinstance(v, Iterable) and not isinstance(v, str) else [v]
+              for v in grid.values()]
+    sizes = partition.sizes.to(torch.float64)
+    rows = []
+    for combo in itertools.product(*values):
+        options = {**fixed, **dict(zip(keys, combo))}
+        t0 = time.perf_counter()
+        sim = Simulation(model, train, test, partition, seed=seed, **options)
+        h = sim.run(rounds, target_accuracy=target)
+        b = sizes if sim.batch_size is None else sizes.clamp(max=sim.batch_size)
+        u = float((sim.local_epochs * torch.ceil(sizes / b)).mean())
+        row = dict(zip(keys, combo))
+        row.update(updates_per_round=u, rounds=len(h),
+                   rounds_to_target=None if target is None else h.rounds_to(target),
+                   final_accuracy=h.final_accuracy, megabytes=float(h.bytes_total[-1]) / 1e6,
+                   seconds=time.perf_counter() - t0, history=h)
+        rows.append(row)
+    return rows
+
+
+@torch.inference_mode()
+def _correct(model: nn.Module, dataset, batch_size: int = 5000) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(dataset.images[i:i + batch_size]).argmax(1)
+                     for i in range(0, len(dataset.labels), batch_size)])
+    model.train(was_training)
+    return (out == dataset.labels).to(torch.float64)
+
+
+def client_accuracy(model: nn.Module, dataset, partition: Partition) -> torch.Tensor:
+    """Accuracy of ``model`` on each client's own samples.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        E.g. ``sim.global_model``.
+    dataset : FederatedDataset
+        The dataset the partition indexes (the training set).
+    partition : Partition
+
+    Returns
+    -------
+    torch.Tensor
+        float64, ``[num_clients]``: the fraction of client ``k``'s samples the
+        model classifies correctly.
+    """
+    if len(dataset.labels) != partition.labels.shape[0]:
+        raise ValueError(f"partition indexes {partition.labels.shape[0]} samples but the "
+                         f"dataset has {len(dataset.labels)}: pass the dataset it was made from")
+    correct = _correct(model, dataset)
+    return torch.stack([correct[ix].mean() for ix in partition.client_indices])
+
+
+def per_class_accuracy(model: nn.Module, dataset) -> torch.Tensor:
+    """Accuracy of ``model`` on each class of ``dataset`` (float64, ``[num_classes]``).
+
+    A class with no samples gets NaN.
+    """
+    correct = _correct(model, dataset)
+    k = int(getattr(dataset, "num_classes", int(dataset.labels.max()) + 1))
+    total = torch.bincount(dataset.labels, minlength=k).to(torch.float64)
+    hits = torch.bincount(dataset.labels, weights=correct, minlength=k)
+    return hits / total
+
+
+def _fmt(v, floatfmt: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        return "nan" if not math.isfinite(v) else format(float(v), floatfmt)
+    return str(v)
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, *,
+                 floatfmt: str = ".4g") -> str:
+    """Rows of results as a fixed-width text table (for ``print``).
+
+    Parameters
+    ----------
+    rows : list of dict
+        E.g. the result of :func:`sweep`.
+    columns : list of str, optional
+        The columns to show, in order (default: every key of the first row whose
+        values are numbers, strings or None -- so histories are left out).
+    floatfmt : str, default ".4g"
+
+    Examples
+    --------
+    >>> print(format_table([{"E": 1, "acc": 0.91234}, {"E": 5, "acc": None}]))
+    E  acc
+    1  0.9123
+    5  -
+    """
+    rows = list(rows)
+    if not rows:
+        return ""
+    if columns is None:
+        scalar = (int, float, str, np.integer, np.floating, type(None))
+        columns = [k for k, v in rows[0].items() if isinstance(v, scalar)]
+    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c), floatfmt) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in cells)
