@@ -187,7 +187,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-tutorial", action="store_true")
     ap.add_argument("--flower-cpus-per-client", type=float, default=1,
                     help="Ray resources per Flower client: cores / this = parallel clients")
-    ap.add_argument("--flower-timeout", type=float, default=1800)
+    ap.add_argument("--flower-timeout", type=float, default=900,
+                    help="seconds before a Flower run is abandoned (a crashed raylet hangs it)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true",
                     help="check run: 2NN E=1 only, 2 rounds after 1 warm-up, smaller matmul")

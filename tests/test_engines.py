@@ -74,8 +74,10 @@ def test_registered_and_auto(mnist):
 
 CASES64 = {
     "2nn-iid-B10": ("2nn", ("iid", {}), dict(client_fraction=0.1, batch_size=10)),
-    "2nn-quantity-B10": ("2nn", ("quantity", {"sigma": 1.0}), dict(client_fraction=0.1, batch_size=10)),
-    "2nn-dirichlet-B10": ("2nn", ("dirichlet", {"alpha": 0.3}), dict(client_fraction=0.1, batch_size=10)),
+    "2nn-quantity-B10": ("2nn", ("quantity", {"sigma": 1.0}),
+                         dict(client_fraction=0.1, batch_size=10)),
+    "2nn-dirichlet-B10": ("2nn", ("dirichlet", {"alpha": 0.3}),
+                          dict(client_fraction=0.1, batch_size=10)),
     "2nn-quantity-fullbatch": ("2nn", ("quantity", {"sigma": 1.0}),
                                dict(client_fraction=0.2, batch_size=None)),
     "2nn-dirichlet-E2-B7": ("2nn", ("dirichlet", {"alpha": 0.3}),
@@ -114,7 +116,8 @@ def test_equivalent_float32_tight(mnist_small, case):
         parts = partition(train.labels, "dirichlet", 100, alpha=0.3, seed=0)
         kw = dict(batch_size=50, local_epochs=2)
     else:
-        parts, kw = partition(train.labels, "quantity", 100, sigma=1.0, seed=0), dict(batch_size=None)
+        parts = partition(train.labels, "quantity", 100, sigma=1.0, seed=0)
+        kw = dict(batch_size=None)
     (p_seq, h_seq), (p_vec, h_vec) = _run_both(lambda: "2nn", train, test, parts, 3,
                                                client_fraction=0.1, lr=0.05, **kw)
     for a, b in zip(p_seq, p_vec):

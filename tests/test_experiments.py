@@ -9,10 +9,10 @@ from fedlab_widgets.experiments import (client_accuracy, format_table, local_tra
 
 
 def test_train_centralised_one_record_per_epoch_and_deterministic(train, test_set):
-    a = train_centralised("2nn", train, test_set, epochs=2, batch_size=600, lr=0.1, seed=3)
-    b = train_centralised("2nn", train, test_set, epochs=2, batch_size=600, lr=0.1, seed=3)
+    a = train_centralised("2nn", train, test_set, epochs=2, batch_size=3000, lr=0.5, seed=3)
+    b = train_centralised("2nn", train, test_set, epochs=2, batch_size=3000, lr=0.5, seed=3)
     assert list(a.rounds) == [1, 2] and list(a.accuracy) == list(b.accuracy)
-    assert a.final_accuracy > 0.85 and a.bytes_total[-1] == 0
+    assert a.final_accuracy > 0.5 and a.bytes_total[-1] == 0
     assert all(r.samples == len(train) for r in a.records)
     assert evaluate(a.model, test_set)[0] == a.final_accuracy
 
