@@ -107,7 +107,7 @@ def run_tutorial(cfg: Config, parts, rounds: int) -> list[dict]:
 def run_engine(cfg: Config, engine: str, train, test, parts, rounds: int) -> list[dict]:
     sim = Simulation(cfg.model, train, test, parts, client_fraction=cfg.client_fraction,
                      local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                     engine=engine)
+                     engine=engine, num_threads=None)  # the table's --threads governs
     # Time the test evaluation separately by wrapping the instance's evaluate();
     # Simulation.rounds() calls self.evaluate() once per evaluated round.
     eval_seconds = []

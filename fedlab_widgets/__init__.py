@@ -21,3 +21,13 @@ __all__ = [
     "get_model", "TwoNN", "CNN", "SmallCNN", "count_parameters",
     "Simulation", "History", "RoundRecord", "evaluate",
 ]
+
+
+def __getattr__(name):
+    # The widgets pull in ipywidgets and matplotlib: import them only when asked for,
+    # so that headless use (CLI, scripts, tests) stays light.
+    if name in ("PartitionExplorer", "FedAvgDashboard"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'fedlab_widgets' has no attribute {name!r}")

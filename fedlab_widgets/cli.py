@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target", type=float, default=None, help="stop once test accuracy reaches this")
     g.add_argument("--eval-every", type=int, default=1)
     g.add_argument("--engine", default="auto", help="auto, sequential or vectorized")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch threads while training (default 1; 0 = torch's default)")
     g.add_argument("--out", default=None, help="write history.json and convergence.png here")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -141,7 +143,8 @@ def _cmd_run(args) -> int:
     p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
                      local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                     seed=args.seed, eval_every=args.eval_every, engine=args.engine)
+                     seed=args.seed, eval_every=args.eval_every, engine=args.engine,
+                     num_threads=args.threads or None)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
           f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ same history, however the run is split into calls.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -295,9 +296,15 @@ class Simulation:
     eval_every : int, default 1
         Evaluate the global model on the test set every this many rounds (and on
         the last round of every call).
-    engine : {"auto", "sequential", ...}, default "auto"
+    engine : {"auto", "sequential", "vectorized"}, default "auto"
         How a round's clients are trained; all engines give the same result up
-        to float rounding.
+        to float rounding ("auto" picks "vectorized").
+    num_threads : int or None, default 1
+        torch intra-op threads used while a round runs (restored afterwards);
+        None leaves torch's setting alone. One thread is the default because these
+        small models gain little from a second thread on an idle laptop and lose
+        up to 10x when anything else (the notebook UI, a browser) wants a core:
+        OpenMP threads spin while they wait for each other (see bench/README.md).
 
     Examples
     --------
@@ -312,7 +319,8 @@ class Simulation:
 
     def __init__(self, model, train, test, partition: Partition, *, client_fraction: float = 0.1,
                  local_epochs: int = 1, batch_size: int | None = 10, lr: float = 0.1,
-                 seed: int = 0, eval_every: int = 1, engine: str = "auto"):
+                 seed: int = 0, eval_every: int = 1, engine: str = "auto",
+                 num_threads: int | None = 1):
         self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
                                              "in (0, 1]", lo_open=True)
         self.local_epochs = _check_int("local_epochs", local_epochs, 1)
@@ -321,6 +329,9 @@ class Simulation:
         self.batch_size = batch_size
         self.lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
         self.eval_every = _check_int("eval_every", eval_every, 1)
+        if num_threads is not None:
+            num_threads = _check_int("num_threads", num_threads, 1, none_ok=" or None")
+        self.num_threads = num_threads
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer; got {seed!r}")
         self.seed = int(seed)
@@ -364,7 +375,8 @@ class Simulation:
             "num_clients": self.num_clients, "client_fraction": self.client_fraction,
             "clients_per_round": self.clients_per_round, "local_epochs": self.local_epochs,
             "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-            "engine": self.engine.name, "num_parameters": self.num_parameters,
+            "engine": self.engine.name, "num_threads": self.num_threads,
+            "num_parameters": self.num_parameters,
         }
 
     def default_label(self) -> str:
@@ -435,15 +447,17 @@ class Simulation:
             r = self.round + 1
             t0 = time.perf_counter()
             clients = self.sample_clients(r)
-            new_params, train_loss = self.engine.train_round(r, clients)
-            finite = math.isfinite(train_loss) and all(bool(torch.isfinite(p).all()) for p in new_params)
-            if finite:
-                with torch.no_grad():
-                    torch._foreach_copy_(params, new_params)
-            if finite and (r % self.eval_every == 0 or r == end):
-                acc, loss = self.evaluate()
-            else:
-                acc, loss = float("nan"), float("nan")
+            with _threads(self.num_threads):
+                new_params, train_loss = self.engine.train_round(r, clients)
+                finite = math.isfinite(train_loss) and all(
+                    bool(torch.isfinite(p).all()) for p in new_params)
+                if finite:
+                    with torch.no_grad():
+                        torch._foreach_copy_(params, new_params)
+                if finite and (r % self.eval_every == 0 or r == end):
+                    acc, loss = self.evaluate()
+                else:
+                    acc, loss = float("nan"), float("nan")
             down = self.num_parameters * BYTES_PER_PARAMETER * len(clients)
             samples = self.local_epochs * sum(len(self.partition.client_indices[k]) for k in clients)
             rec = RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
@@ -498,6 +512,19 @@ class Simulation:
             if bar is not None:
                 bar.close()
         return self.history
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads, then restore the setting."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _check_int(name, value, lo, none_ok=""):

@@ -21,11 +21,6 @@ MAX_ROUNDS = int(1.3 * PAPER_ROUNDS["iid"])  # 113
 
 @pytest.mark.slow
 def test_2nn_iid_reaches_97_percent_within_1_3x_the_paper():
-    from fedlab_widgets import DatasetNotFoundError
-
-    try:
-        rounds = rounds_to_target("iid", CHOSEN_LR["iid"], max_rounds=MAX_ROUNDS, seed=0)
-    except DatasetNotFoundError as e:
-        pytest.skip(f"MNIST not available: {e}")
+    rounds = rounds_to_target("iid", CHOSEN_LR["iid"], max_rounds=MAX_ROUNDS, seed=0)
     assert rounds is not None, f"97% not reached within {MAX_ROUNDS} rounds"
     assert rounds <= MAX_ROUNDS

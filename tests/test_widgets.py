@@ -17,15 +17,6 @@ from fedlab_widgets.widgets import FedAvgDashboard, PartitionExplorer, cached_pa
 FAST = dict(model="2nn", num_clients=20, client_fraction=0.1, batch_size=50, lr=0.05, rounds=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small-batch training on a shared 2-core machine is far faster with one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def dashboard(train, test_set):
     d = FedAvgDashboard(train, test_set, **FAST)
