@@ -26,33 +26,19 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .models import get_model
+from .models import as_model
 from .partition import Partition
-from .simulation import History, RoundRecord, Simulation, evaluate
+from .simulation import (History, RoundRecord, Simulation, _check_int, _check_number, evaluate,
+                         sgd_steps)
 
 __all__ = ["train_centralised", "local_train", "sweep", "client_accuracy",
            "per_class_accuracy", "format_table"]
 
 
-def _as_model(model, seed: int) -> tuple[nn.Module, str]:
-    if isinstance(model, str):
-        return get_model(model, seed=seed), model
-    if isinstance(model, nn.Module):
-        return copy.deepcopy(model), type(model).__name__
-    raise ValueError(f"model must be a model name or a torch.nn.Module; got {model!r}")
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-    return int(value)
-
-
-def _sgd_epochs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
-                *, epochs: int, batch_size: int | None, lr: float, generator: torch.Generator,
+def _sgd_epochs(model: nn.Module, dataset, indices: torch.Tensor, *, epochs: int,
+                batch_size: int | None, lr: float, generator: torch.Generator,
                 after_epoch=None) -> None:
     """Plain minibatch SGD over ``indices`` (reshuffled every epoch), in place."""
     params = [p for p in model.parameters()]
@@ -61,14 +47,7 @@ def _sgd_epochs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, in
     model.train()
     for epoch in range(epochs):
         order = indices[torch.randperm(n, generator=generator)]
-        losses = []
-        for i in range(0, n, b):
-            batch = order[i:i + b]
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():
-                torch._foreach_add_(params, grads, alpha=-lr)
-            losses.append(loss.detach())
+        losses = sgd_steps(model, params, dataset, (order[i:i + b] for i in range(0, n, b)), lr=lr)
         if after_epoch is not None:
             after_epoch(epoch + 1, float(torch.stack(losses).mean()))
 
@@ -114,12 +93,11 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
     >>> h.final_accuracy > 0.9
     True
     """
-    epochs = _check_positive_int("epochs", epochs)
+    epochs = _check_int("epochs", epochs, 1)
     if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
-    net, name = _as_model(model, seed)
+        batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
+    lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
+    net, name = as_model(model, seed=seed)
     b = "inf" if batch_size is None else batch_size
     history = History(
         config={"model": name, "dataset": getattr(train, "name", ""), "centralised": True,
@@ -135,8 +113,8 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
             bytes_down=0, bytes_up=0, seconds=time.perf_counter() - t0[0], samples=len(train)))
         t0[0] = time.perf_counter()
 
-    _sgd_epochs(net, train.images, train.labels, torch.arange(len(train)), epochs=epochs,
-                batch_size=batch_size, lr=float(lr), generator=g, after_epoch=record)
+    _sgd_epochs(net, train, torch.arange(len(train)), epochs=epochs, batch_size=batch_size,
+                lr=lr, generator=g, after_epoch=record)
     net.eval()
     history.model = net
     return history
@@ -166,15 +144,15 @@ def local_train(model: nn.Module, dataset, indices, *, epochs: int = 1,
     torch.nn.Module
         The client's model after local training (in eval mode).
     """
-    epochs = _check_positive_int("epochs", epochs)
+    epochs = _check_int("epochs", epochs, 1)
     if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
     indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     if len(indices) == 0:
         raise ValueError("indices must not be empty")
     net = copy.deepcopy(model)
-    _sgd_epochs(net, dataset.images, dataset.labels, indices, epochs=epochs, batch_size=batch_size,
-                lr=float(lr), generator=torch.Generator().manual_seed(int(seed)))
+    _sgd_epochs(net, dataset, indices, epochs=epochs, batch_size=batch_size, lr=float(lr),
+                generator=torch.Generator().manual_seed(int(seed)))
     return net.eval()
 
 
@@ -226,7 +204,7 @@ def sweep(train, test, *, model="2nn", partition: Partition, grid: Mapping[str, 
     clash = set(grid) & set(fixed)
     if clash:
         raise ValueError(f"{', '.join(sorted(clash))} given both in grid and as fixed options")
-    rounds = _check_positive_int("rounds", rounds)
+    rounds = _check_int("rounds", rounds, 1)
     keys = list(grid)
     values = [list(v) if isinstance(v, Iterable) and not isinstance(v, str) else [v]
               for v in grid.values()]

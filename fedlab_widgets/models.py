@@ -13,10 +13,12 @@ name           architecture                                                param
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-__all__ = ["TwoNN", "CNN", "SmallCNN", "get_model", "MODELS", "count_parameters"]
+__all__ = ["TwoNN", "CNN", "SmallCNN", "get_model", "as_model", "MODELS", "count_parameters"]
 
 
 class TwoNN(nn.Module):
@@ -83,6 +85,19 @@ def get_model(name: str, *, seed: int | None = None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[key]()
+
+
+def as_model(model, *, seed: int | None = None) -> tuple[nn.Module, str]:
+    """A fresh module and its name from a model name or a module.
+
+    A name builds :func:`get_model` ``(name, seed=seed)``; a module is deep-copied
+    (the caller's module is never modified). Returns ``(module, name)``.
+    """
+    if isinstance(model, str):
+        return get_model(model, seed=seed), model
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model), type(model).__name__
+    raise ValueError(f"model must be a model name or a torch.nn.Module; got {model!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import count_parameters, get_model
+from .models import as_model, count_parameters
 from .partition import Partition
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES"]
@@ -217,6 +217,24 @@ def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(_seed(*parts))
 
 
+def sgd_steps(model: nn.Module, params: list[torch.Tensor], dataset, batches, *,
+              lr: float) -> list[torch.Tensor]:
+    """Plain SGD (no momentum) on ``model``, one step per index tensor in ``batches``.
+
+    The optimiser of a FedAvg client, and of the centralised baseline: each step
+    minimises its minibatch's mean cross-entropy; ``params`` are updated in place.
+    Returns the (detached) minibatch losses.
+    """
+    losses = []
+    for batch in batches:
+        loss = F.cross_entropy(model(dataset.images[batch]), dataset.labels[batch])
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-lr)
+        losses.append(loss.detach())
+    return losses
+
+
 class SequentialEngine:
     """The reference engine: trains the sampled clients one after another.
 
@@ -243,15 +261,8 @@ class SequentialEngine:
         for k, n_k in zip(clients, sizes):
             with torch.no_grad():
                 torch._foreach_copy_(self.params, global_params)
-            losses = []
-            for epoch, batch in sim.client_batches(round_, k):
-                x = sim.train.images[batch]
-                y = sim.train.labels[batch]
-                loss = F.cross_entropy(self.worker(x), y)
-                grads = torch.autograd.grad(loss, self.params)
-                with torch.no_grad():
-                    torch._foreach_add_(self.params, grads, alpha=-sim.lr)
-                losses.append(loss.detach())
+            batches = (batch for _, batch in sim.client_batches(round_, k))
+            losses = sgd_steps(self.worker, self.params, sim.train, batches, lr=sim.lr)
             client_loss = float(torch.stack(losses).mean())
             train_loss += n_k / total * client_loss
             with torch.no_grad():
@@ -344,14 +355,7 @@ class Simulation:
                              f"(partition has {partition.labels.shape[0]} samples, "
                              f"train has {len(train.labels)})")
         self.train, self.test, self.partition = train, test, partition
-        if isinstance(model, str):
-            self.model_name = model
-            self.global_model = get_model(model, seed=self.seed)
-        elif isinstance(model, nn.Module):
-            self.model_name = type(model).__name__
-            self.global_model = copy.deepcopy(model)
-        else:
-            raise ValueError(f"model must be a model name or a torch.nn.Module; got {model!r}")
+        self.global_model, self.model_name = as_model(model, seed=self.seed)
         self.global_model.train()
         self._initial_state = copy.deepcopy(self.global_model.state_dict())
         self.num_parameters = count_parameters(self.global_model)
