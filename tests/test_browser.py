@@ -11,6 +11,7 @@ Needs Debian's Chromium at /usr/bin/chromium (``apt-get install chromium``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -138,17 +139,63 @@ def browser():
             b.close()
 
 
-def _accept_kernel_dialog(page) -> None:
+def _api(url: str, token: str, path: str, *, method: str = "GET", body: dict | None = None):
+    """One call to the Jupyter Server REST API; returns the decoded JSON."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    return json.loads(text) if text else None
+
+
+def _wait_for_kernel(page, url: str, token: str, *, timeout: float = 90) -> str:
+    """Wait until the notebook's kernel is started, connected and idle; return its id.
+
+    The toolbar's execution indicator says "idle" before any kernel exists, so it cannot
+    tell alone. Running all cells while JupyterLab is still starting the kernel loses the
+    run or makes JupyterLab swap kernels (seen in CI); hence wait for the server to report
+    one idle kernel with a connection and the page to agree, twice, a second apart.
+    """
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
+    deadline, previous = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if _accept_kernel_dialog(page):
+            print("JupyterLab asked which kernel to start; accepted Python 3")
+        kernels = _api(url, token, "/api/kernels")
+        ok = (len(kernels) == 1 and kernels[0]["connections"] >= 1
+              and kernels[0]["execution_state"] == "idle"
+              and indicator.count() and indicator.get_attribute("data-status") == "idle")
+        current = kernels[0]["id"] if ok else None
+        if current and current == previous:
+            return current
+        previous = current
+        time.sleep(1.0)
+    raise AssertionError(f"the notebook's kernel was not ready within {timeout:.0f} s:\n"
+                         + _server_state(url, token))
+
+
+def _server_state(url: str, token: str) -> str:
+    """Sessions and kernels as the server sees them, for failure messages."""
+    try:
+        return json.dumps({"sessions": _api(url, token, "/api/sessions"),
+                           "kernels": _api(url, token, "/api/kernels")}, indent=1)
+    except Exception as e:  # the server itself may be the problem
+        return f"(could not ask the server: {e})"
+
+
+def _accept_kernel_dialog(page) -> bool:
     """If JupyterLab asks which kernel to start, accept its (Python 3) suggestion."""
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     if dialog.count() and dialog.first.is_visible():
         dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
         dialog.first.wait_for(state="detached", timeout=10_000)
+        return True
+    return False
 
 
 def _run_all_cells(page) -> None:
     """Run > Run All Cells from the menu; the command palette as a fallback."""
-    _accept_kernel_dialog(page)
     try:
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click(timeout=10_000)
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click(
@@ -182,14 +229,15 @@ def test_notebook_03_dashboard_trains_live_in_jupyterlab(lab, browser):
     try:
         page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
         page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
-        time.sleep(1.0)
-        _accept_kernel_dialog(page)
-        try:  # best effort: Run All is queued until the kernel is ready anyway
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
-                timeout=30_000)
-        except Exception:
-            pass
+        kernel_id = _wait_for_kernel(page, url, token)
         _run_all_cells(page)
+        # the first code cell gets its execution number once the kernel ran it
+        page.wait_for_function(
+            """() => /\\[\\d+\\]/.test(
+                document.querySelector('.jp-CodeCell .jp-InputArea-prompt')?.textContent || '')""",
+            timeout=60_000, polling=500)
+        kernels = [k["id"] for k in _api(url, token, "/api/kernels")]
+        assert kernels == [kernel_id], f"the kernel changed under the page: {_server_state(url, token)}"
 
         dash = page.locator(".fedlab-dashboard")
         dash.first.wait_for(timeout=60_000)
@@ -251,6 +299,7 @@ def test_notebook_03_dashboard_trains_live_in_jupyterlab(lab, browser):
             pass
         print("JupyterLab log tail:\n" + Path(log).read_text()[-3000:])
         print("browser console errors:", console_errors[-20:])
+        print("server state:", _server_state(url, token))
         raise
     finally:
         context.close()
