@@ -33,8 +33,9 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from fedlab_widgets import get_model, partition
-from tutorial_loop import TEST_BATCH_SIZE, client_update, load_datasets, make_client_loaders, test
+from fedlab_widgets import partition
+from tutorial_loop import (TEST_BATCH_SIZE, client_update, load_datasets, make_client_loaders, test,
+                           tutorial_model)
 
 __all__ = ["run_flower", "client_app", "FLOWER_AVAILABLE", "FLOWER_VERSION"]
 
@@ -72,7 +73,7 @@ if FLOWER_AVAILABLE:
     def train(msg: Message, context: Context) -> Message:
         """Local training on this SuperNode's partition; reply with weights and sample count."""
         cfg = msg.content["config"]
-        model = get_model(cfg["model"])
+        model = tutorial_model(cfg["model"])
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         loaders = _client_loaders(cfg["scheme"], int(context.node_config["num-partitions"]),
                                   int(cfg["batch-size"]), int(cfg["partition-seed"]))
@@ -114,7 +115,7 @@ def run_flower(model: str = "2nn", scheme: str = "iid", num_clients: int = 100,
         # Called before round 1 and after every round: the gaps between calls are
         # the round times.
         t_start = time.perf_counter()
-        net = get_model(model)
+        net = tutorial_model(model)
         net.load_state_dict(arrays.to_torch_state_dict())
         acc, loss = test(net, test_loader)
         t_end = time.perf_counter()
@@ -132,7 +133,7 @@ def run_flower(model: str = "2nn", scheme: str = "iid", num_clients: int = 100,
                           min_available_nodes=num_clients)
         config = ConfigRecord({"model": model, "scheme": scheme, "partition-seed": seed,
                                "batch-size": batch_size, "local-epochs": local_epochs, "lr": lr})
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(get_model(model, seed=seed).state_dict()),
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(tutorial_model(model, seed=seed).state_dict()),
                        num_rounds=rounds, train_config=config, evaluate_fn=evaluate_fn)
 
     backend_config = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},

@@ -7,7 +7,8 @@ read, one ``DataLoader(Subset(...), shuffle=True)`` per client, a
 ``state_dict`` averaging weighted by sample counts, and a ``DataLoader`` over the
 test set for evaluation. The partition (``fedlab_widgets.partition``) and the model
 classes (``fedlab_widgets.get_model``) are the package's, so that the only
-difference from ``Simulation`` is how the loop is written.
+difference from ``Simulation`` is how the loop is written; but their weights are
+put back in PyTorch's default memory layout (see :func:`tutorial_model`).
 
 Usage::
 
@@ -87,6 +88,16 @@ def test(model: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
     return correct / n, loss / n
 
 
+def tutorial_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """The package's model in PyTorch's default (NCHW) weight layout.
+
+    A model class written in a tutorial has that layout; the package's CNNs keep their
+    convolution weights channels-last, one of the package's own optimisations, which
+    the baselines should not get for free.
+    """
+    return get_model(name, seed=seed).to(memory_format=torch.contiguous_format)
+
+
 def run_round(global_model: torch.nn.Module, client_loaders: list[DataLoader],
               clients_per_round: int, local_epochs: int, lr: float,
               rng: np.random.Generator) -> int:
@@ -121,7 +132,7 @@ class TutorialFedAvg:
     def __init__(self, model: str, parts, *, client_fraction: float, local_epochs: int,
                  batch_size: int, lr: float, seed: int = 0, root: str | None = None):
         train_set, test_set = load_datasets(root)
-        self.global_model = get_model(model, seed=seed)
+        self.global_model = tutorial_model(model, seed=seed)
         self.client_loaders = make_client_loaders(train_set, parts, batch_size)
         self.test_loader = DataLoader(test_set, batch_size=TEST_BATCH_SIZE, shuffle=False)
         self.clients_per_round = max(round(client_fraction * parts.num_clients), 1)

@@ -185,8 +185,12 @@ def _nan_to_none(x):
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, dataset, *, batch_size: int = 2000) -> tuple[float, float]:
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 256) -> tuple[float, float]:
     """Test accuracy and mean cross-entropy loss of ``model`` on ``dataset``.
+
+    ``batch_size`` 256 keeps the CNN's largest activation (~26 MB) under glibc's 32 MB
+    mmap threshold, so its buffers are reused rather than page-faulted in afresh for
+    every batch: about twice as fast as 2000 for the CNN here, the same for the 2NN.
 
     Examples
     --------

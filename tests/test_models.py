@@ -26,3 +26,24 @@ def test_seed_gives_same_weights():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="2nn, cnn, small_cnn"):
         get_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["cnn", "small_cnn"])
+def test_channels_last_weights_compute_what_the_default_layout_computes(name):
+    # the CNNs keep their conv weights channels-last for speed; the reference is the
+    # same weights in PyTorch's default layout, in float64 so only rounding can differ
+    fast = get_model(name, seed=3).double()
+    ref = get_model(name, seed=3).double().to(memory_format=torch.contiguous_format)
+    assert not ref.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last) == (
+        torch.backends.mkldnn.is_available())
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(16) % 10
+    outs, grads = [], []
+    for m in (fast, ref):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        grads.append(torch.autograd.grad(loss, list(m.parameters())))
+        outs.append(m(x).detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for g, h in zip(*grads):
+        torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-12)
