@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from fedlab_widgets import partition
-from tutorial_loop import (TEST_BATCH_SIZE, client_update, load_datasets, make_client_loaders, test,
-                           tutorial_model)
+from tutorial_loop import (TEST_BATCH_SIZE, add_job_arguments, client_update, load_datasets,
+                           make_client_loaders, test, tutorial_model)
 
 __all__ = ["run_flower", "client_app", "FLOWER_AVAILABLE", "FLOWER_VERSION"]
 
@@ -154,14 +154,7 @@ def run_flower(model: str = "2nn", scheme: str = "iid", num_clients: int = 100,
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="FedAvg in Flower's simulation runtime")
-    ap.add_argument("--model", default="2nn")
-    ap.add_argument("--scheme", default="iid")
-    ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("-C", type=float, default=0.1)
-    ap.add_argument("-E", type=int, default=1)
-    ap.add_argument("-B", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--rounds", type=int, default=5)
+    add_job_arguments(ap)
     ap.add_argument("--cpus-per-client", type=float, default=1)
     ap.add_argument("--json", action="store_true",
                     help="print the per-round records as one JSON line (for round_speed.py)")

@@ -151,8 +151,8 @@ class TutorialFedAvg:
                 "train_seconds": t1 - t0, "seconds": t2 - t0}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="FedAvg, tutorial style")
+def add_job_arguments(ap: argparse.ArgumentParser) -> None:
+    """The FedAvg job's options, shared with ``flower_fedavg.py``."""
     ap.add_argument("--model", default="2nn")
     ap.add_argument("--scheme", default="iid")
     ap.add_argument("--clients", type=int, default=100)
@@ -161,6 +161,11 @@ def main(argv=None) -> None:
     ap.add_argument("-B", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--rounds", type=int, default=5)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="FedAvg, tutorial style")
+    add_job_arguments(ap)
     args = ap.parse_args(argv)
     train_set, _ = load_datasets()
     parts = partition(train_set.targets, args.scheme, args.clients, seed=0)

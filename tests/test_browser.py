@@ -139,14 +139,11 @@ def browser():
             b.close()
 
 
-def _api(url: str, token: str, path: str, *, method: str = "GET", body: dict | None = None):
-    """One call to the Jupyter Server REST API; returns the decoded JSON."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={
-        "Authorization": f"token {token}", "Content-Type": "application/json"})
+def _api(url: str, token: str, path: str):
+    """GET from the Jupyter Server REST API; returns the decoded JSON."""
+    req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"token {token}"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        text = r.read().decode()
-    return json.loads(text) if text else None
+        return json.loads(r.read().decode())
 
 
 def _wait_for_kernel(page, url: str, token: str, *, timeout: float = 90) -> str:
