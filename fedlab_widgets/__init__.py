@@ -6,12 +6,16 @@ The package holds the machinery; the notebooks in ``notebooks/`` hold the ideas.
 >>> train, test = load_mnist()
 >>> parts = partition(train.labels, "dirichlet", 100, alpha=0.3, seed=0)
 >>> history = Simulation("2nn", train, test, parts, lr=0.05).run(5)  # doctest: +SKIP
+>>> scaffold = Simulation("2nn", train, test, parts, algorithm="scaffold")  # doctest: +SKIP
 """
 
+from . import algorithms
+from .algorithms import Algorithm
 from .datasets import DatasetNotFoundError, FederatedDataset, load_fashion_mnist, load_mnist
+from .history import History, RoundRecord
 from .models import CNN, SmallCNN, TwoNN, count_parameters, get_model
 from .partition import SCHEMES, Partition, partition
-from .simulation import History, RoundRecord, Simulation, evaluate
+from .simulation import Simulation, evaluate
 
 __version__ = "0.1.0"
 
@@ -19,7 +23,7 @@ __all__ = [
     "load_mnist", "load_fashion_mnist", "FederatedDataset", "DatasetNotFoundError",
     "partition", "Partition", "SCHEMES",
     "get_model", "TwoNN", "CNN", "SmallCNN", "count_parameters",
-    "Simulation", "History", "RoundRecord", "evaluate",
+    "Simulation", "History", "RoundRecord", "evaluate", "algorithms", "Algorithm",
 ]
 
 

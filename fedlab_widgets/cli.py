@@ -8,6 +8,11 @@ Train the 2NN with FedAvg on a Dirichlet(0.3) partition of MNIST::
         --clients 100 --fraction 0.1 --local-epochs 1 --batch-size 10 --lr 0.1 \\
         --rounds 50 --target 0.97 --seed 0 --out runs/dirichlet
 
+Compare FedAvg with SCAFFOLD on pathological shards::
+
+    python -m fedlab_widgets run --partition shards --local-epochs 5 --algorithm scaffold
+    python -m fedlab_widgets run --algorithm fedprox --mu 0.1
+
 Show how skewed McMahan's pathological shards are, and save the heatmap::
 
     python -m fedlab_widgets partition --partition shards --clients 100 --plot shards.png
@@ -46,8 +51,41 @@ def _batch_size(text: str):
             f"invalid batch size {text!r}: an integer >= 1, or 'full' for full batch") from None
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_table_args(group, tables: dict, what: str) -> None:
+    """One flag per parameter name in ``tables`` (scheme or algorithm -> Params)."""
+    owners: dict[str, list[str]] = {}
+    first = {}
+    for owner, params in tables.items():
+        for prm in params:
+            owners.setdefault(prm.name, []).append(owner)
+            first.setdefault(prm.name, prm)
+    for name, prm in first.items():
+        defaults = ", ".join(f"{o} {next(q for q in tables[o] if q.name == name).default:g}"
+                             for o in owners[name])
+        group.add_argument(_flag(name), dest=name, default=None,
+                           type=int if prm.kind == "int" else float,
+                           help=f"{prm.doc} ({what} {', '.join(owners[name])}; "
+                                f"{prm.range_text()}; default: {defaults})")
+
+
+def _table_params(args, tables: dict, chosen: str, option: str) -> dict:
+    """The flags given for ``chosen``; an error names a flag that does not apply to it."""
+    names = {prm.name for params in tables.values() for prm in params}
+    given = {k: getattr(args, k) for k in sorted(names) if getattr(args, k, None) is not None}
+    valid = {prm.name for prm in tables[chosen]}
+    extra = sorted(set(given) - valid)
+    if extra:
+        raise ValueError(f"{', '.join(_flag(k) for k in extra)} does not apply to "
+                         f"{option} {chosen}")
+    return given
+
+
 def _add_partition_args(p: argparse.ArgumentParser) -> None:
-    from .partition import SCHEMES
+    from .partition import SCHEME_PARAMETERS, SCHEMES
 
     g = p.add_argument_group("data and partition")
     g.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
@@ -56,11 +94,7 @@ def _add_partition_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--partition", dest="scheme", choices=SCHEMES, default="iid",
                    help="how the training data is split among clients (default: iid)")
     g.add_argument("--clients", type=int, default=100, help="number of clients K (default: 100)")
-    g.add_argument("--alpha", type=float, default=None, help="dirichlet concentration (default 0.5)")
-    g.add_argument("--shards-per-client", type=int, default=None, help="shards (default 2)")
-    g.add_argument("--classes-per-client", type=int, default=None, help="label_count (default 2)")
-    g.add_argument("--sigma", type=float, default=None, help="quantity log-normal spread (default 1)")
-    g.add_argument("--min-size", type=int, default=None, help="dirichlet/quantity minimum client size")
+    _add_table_args(g, SCHEME_PARAMETERS, "--partition")
     g.add_argument("--seed", type=int, default=0, help="seed for partition, sampling and weights")
 
 
@@ -83,8 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine", default="auto", help="auto, sequential or vectorized")
     g.add_argument("--threads", type=int, default=1,
                    help="torch threads while training (default 1; 0 = torch's default)")
-    g.add_argument("--out", default=None, help="write history.json and convergence.png here")
+    g.add_argument("--out", default=None, help="write history.json and convergence.png here "
+                   "(a folder; made if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .algorithms import NAMES, PARAMETERS
+
+    a = run.add_argument_group("algorithm")
+    a.add_argument("--algorithm", choices=NAMES, default="fedavg",
+                   help="what the server does with the client updates (default: fedavg)")
+    _add_table_args(a, PARAMETERS, "--algorithm")
 
     part = sub.add_parser("partition", help="summarise a partition's heterogeneity",
                           description="Partition the training set and print how non-IID it is.")
@@ -95,15 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scheme_params(args) -> dict:
-    names = {"dirichlet": ("alpha", "min_size"), "shards": ("shards_per_client",),
-             "label_count": ("classes_per_client",), "quantity": ("sigma", "min_size"), "iid": ()}
-    given = {k: getattr(args, k) for k in ("alpha", "shards_per_client", "classes_per_client",
-                                           "sigma", "min_size") if getattr(args, k) is not None}
-    extra = sorted(set(given) - set(names[args.scheme]))
-    if extra:
-        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-        raise ValueError(f"{flags} does not apply to --partition {args.scheme}")
-    return given
+    from .partition import SCHEME_PARAMETERS
+
+    return _table_params(args, SCHEME_PARAMETERS, args.scheme, "--partition")
 
 
 def _load(args):
@@ -132,18 +168,27 @@ def _cmd_partition(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from . import algorithms
     from .partition import partition
     from .simulation import Simulation, _check_int
 
+    # everything that can be checked is checked before the data are loaded and trained on
     params = _scheme_params(args)
-    _check_int("rounds", args.rounds, 1)  # fail before loading data
+    alg = algorithms.get(args.algorithm, **_table_params(args, algorithms.PARAMETERS,
+                                                         args.algorithm, "--algorithm"))
+    _check_int("rounds", args.rounds, 1)
     if args.target is not None and not (0 < args.target <= 1 and math.isfinite(args.target)):
         raise ValueError(f"--target must be a number in (0, 1]; got {args.target}")
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; give a folder (it is made if missing)")
+        out.mkdir(parents=True, exist_ok=True)
     train, test = _load(args)
     p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
                      local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                     seed=args.seed, eval_every=args.eval_every, engine=args.engine,
+                     algorithm=alg, seed=args.seed, eval_every=args.eval_every, engine=args.engine,
                      num_threads=args.threads or None)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
           f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")

@@ -39,16 +39,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["partition", "Partition", "SCHEMES"]
+from .params import Param, check_params
 
-SCHEMES = ("iid", "shards", "dirichlet", "label_count", "quantity")
-_PARAMS = {
-    "iid": {},
-    "shards": {"shards_per_client": 2},
-    "dirichlet": {"alpha": 0.5, "min_size": 10},
-    "label_count": {"classes_per_client": 2},
-    "quantity": {"sigma": 1.0, "min_size": 10},
+__all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS"]
+
+_MIN_SIZE = Param("min_size", 10, kind="int", lo=0, doc="smallest number of samples per client")
+#: Each scheme's parameters (name, default, range, scale), in order; the first one is the
+#: scheme's own parameter (the one the explorer and dashboard show a slider for). Ranges
+#: that depend on the data (``shards_per_client`` at most samples / clients, ...) are
+#: checked when partitioning.
+SCHEME_PARAMETERS: dict[str, tuple[Param, ...]] = {
+    "iid": (),
+    "shards": (Param("shards_per_client", 2, kind="int", lo=1, ui=(1, 10),
+                     doc="shards of label-sorted data per client (McMahan et al.: 2)"),),
+    "dirichlet": (Param("alpha", 0.5, lo=0.0, lo_open=True, log=True, ui=(0.01, 100.0),
+                        doc="Dirichlet concentration: small = skewed labels, large = IID"),
+                  _MIN_SIZE),
+    "label_count": (Param("classes_per_client", 2, kind="int", lo=1, ui=(1, 10),
+                          doc="labels each client holds"),),
+    "quantity": (Param("sigma", 1.0, lo=0.0, hi=10.0, ui=(0.0, 3.0),
+                       doc="log-normal spread of client sizes (0 = equal sizes)"),
+                 Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
 }
+SCHEMES = tuple(SCHEME_PARAMETERS)
 _MAX_DIRICHLET_DRAWS = 1000
 
 
@@ -214,15 +227,17 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     """
     if hasattr(labels, "labels"):
         labels = labels.labels
-    labels = torch.as_tensor(labels).to(torch.int64).reshape(-1)
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() \
+            or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be a 1-D tensor of integer class labels; got dtype "
+                         f"{labels.dtype} and shape {tuple(labels.shape)} (one-hot labels: "
+                         f"use labels.argmax(1))")
+    labels = labels.to(torch.int64)
     n = int(labels.shape[0])
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
-    unknown = set(params) - set(_PARAMS[scheme])
-    if unknown:
-        valid = ", ".join(_PARAMS[scheme]) or "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))} for scheme "
-                         f"{scheme!r}; its parameters: {valid}")
+    full = check_params(f"scheme {scheme!r}", SCHEME_PARAMETERS[scheme], params)
     if n == 0:
         raise ValueError("labels must not be empty")
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
@@ -234,7 +249,9 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
         num_classes = int(labels.max()) + 1
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes})")
-    full = {**_PARAMS[scheme], **params}
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+    seed = int(seed)
     rng = np.random.default_rng(seed)
     y = labels.numpy()
     parts = _SCHEME_FUNCS[scheme](y, num_clients, rng, num_classes=num_classes, **full)
@@ -247,18 +264,6 @@ def _check_int(name, value, lo, hi, what=""):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer from {lo} to {hi}{what}; got {value!r}")
     return int(value)
-
-
-def _check_float(name, value, *, lo=0.0, inclusive=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number "
-                         f"{'>=' if inclusive else '>'} {lo:g}; got {value!r}") from None
-    if not math.isfinite(v) or (v < lo if inclusive else v <= lo):
-        raise ValueError(f"{name} must be a finite number "
-                         f"{'>=' if inclusive else '>'} {lo:g}; got {value!r}")
-    return v
 
 
 def _iid(y, k, rng, **_):
@@ -276,7 +281,6 @@ def _shards(y, k, rng, *, shards_per_client, **_):
 
 
 def _dirichlet(y, k, rng, *, alpha, min_size, num_classes, **_):
-    alpha = _check_float("alpha", alpha)
     n = len(y)
     min_size = _check_int("min_size", min_size, 0, n // k,
                           f" (num_clients * min_size must not exceed the {n} samples)")
@@ -332,10 +336,10 @@ def _label_count(y, k, rng, *, classes_per_client, num_classes, **_):
 
 def _quantity(y, k, rng, *, sigma, min_size, **_):
     n = len(y)
-    sigma = _check_float("sigma", sigma, lo=0.0, inclusive=True)
     min_size = _check_int("min_size", min_size, 1, n // k,
                           f" (num_clients * min_size must not exceed the {n} samples)")
-    w = rng.lognormal(0.0, sigma, size=k)
+    z = sigma * rng.standard_normal(k)
+    w = np.exp(z - z.max())  # log-normal weights, normalised without overflow
     extra = (n - k * min_size) * w / w.sum()
     sizes = np.floor(extra).astype(np.int64)
     # hand the rounding remainder to the largest fractional parts

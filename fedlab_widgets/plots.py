@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .partition import Partition
-from .simulation import History
+from .history import History
 
 __all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition"]
 

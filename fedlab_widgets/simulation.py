@@ -1,15 +1,27 @@
-"""The federated round loop: FedAvg (McMahan et al. 2017, Algorithm 1) in one process.
+"""The federated round loop: one process, simulated clients, any algorithm.
 
-Each round the server samples ``max(round(C * K), 1)`` of the ``K`` clients without
-replacement and sends them the global model; each runs ``local_epochs`` of
-minibatch SGD over its own shuffled data; the server replaces the global model
-with the average of the client models weighted by their sample counts.
+One round reads like the algorithm (see :mod:`fedlab_widgets.algorithms`)::
+
+    clients  = sample_clients(round)                  # max(round(C * K), 1), no replacement
+    schedule = make_schedule(round, clients)          # each client's minibatches, in order
+    rule     = algorithm.local_rule(clients, ctx)     # plain SGD, FedProx, SCAFFOLD
+    updates  = engine.train_clients(x, schedule, rule=rule)   # delta [M, D] = x_k - x
+    updates  = algorithm.client_steps(updates, ctx)
+    delta    = algorithm.aggregate(updates)           # FedAvg: weighted mean
+    delta    = algorithm.server_steps(delta, ctx)
+    x        = algorithm.server_update(x, delta, ctx) # FedAvg: x + delta
+    record   = evaluate(x), losses, honest bytes
+
+With the default algorithm this is FedAvg as in McMahan et al. 2017 (Algorithm 1):
+each sampled client runs ``local_epochs`` of minibatch SGD over its own shuffled
+data and the server replaces the global model with the sample-weighted average
+of the client models.
 
 Clients are simulated, not separate processes: a client's data is a slice of the
-shared in-memory training tensors and one reusable worker model is trained per
-client (no DataLoader, no deep copy per client). How the sampled clients are
-trained is an *engine*; every engine sees the same random choices (which clients,
-which minibatch order), so engines agree up to float rounding.
+shared in-memory training tensors (no DataLoader, no deep copy of a module per
+client). How the sampled clients are trained is an *engine*
+(:mod:`fedlab_widgets.engines`); every engine receives the same schedule, so
+engines agree up to float rounding.
 
 Randomness: the initial weights (when ``model`` is a name), the clients sampled in
 round ``r`` and client ``k``'s data order in epoch ``e`` of round ``r`` are each
@@ -21,12 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -34,154 +43,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import algorithms as _algorithms
+from .algorithms import Algorithm, ClientStore, RoundContext
+from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
+from .history import History, RoundRecord
 from .models import as_model, count_parameters
 from .partition import Partition
 
-__all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES"]
+__all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps"]
 
 BYTES_PER_PARAMETER = 4  # float32 on the wire
-
-
-@dataclass
-class RoundRecord:
-    """What happened in one round.
-
-    ``accuracy`` and ``loss`` are the global model's on the test set after the
-    round (NaN on rounds skipped by ``eval_every``); ``train_loss`` is the mean
-    client training loss (each client's mean minibatch loss, weighted by its
-    sample count); bytes count float32 parameters times sampled clients.
-    """
-
-    round: int
-    accuracy: float
-    loss: float
-    train_loss: float
-    clients: list[int]
-    bytes_down: int
-    bytes_up: int
-    seconds: float
-    samples: int = 0  # training samples processed this round (sizes x local_epochs)
-
-
-@dataclass
-class History:
-    """The records of a run, with per-round arrays and JSON save/load.
-
-    Examples
-    --------
-    >>> h = History(label="demo")
-    >>> h.rounds_to(0.9) is None
-    True
-    """
-
-    records: list[RoundRecord] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    label: str = ""
-    stop_reason: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _array(self, name: str, dtype=float) -> np.ndarray:
-        return np.array([getattr(r, name) for r in self.records], dtype=dtype)
-
-    @property
-    def rounds(self) -> np.ndarray:
-        return self._array("round", int)
-
-    @property
-    def accuracy(self) -> np.ndarray:
-        return self._array("accuracy")
-
-    @property
-    def loss(self) -> np.ndarray:
-        return self._array("loss")
-
-    @property
-    def train_loss(self) -> np.ndarray:
-        return self._array("train_loss")
-
-    @property
-    def seconds(self) -> np.ndarray:
-        return self._array("seconds")
-
-    @property
-    def bytes_down(self) -> np.ndarray:
-        return self._array("bytes_down", np.int64)
-
-    @property
-    def bytes_up(self) -> np.ndarray:
-        return self._array("bytes_up", np.int64)
-
-    @property
-    def bytes_total(self) -> np.ndarray:
-        """Cumulative bytes sent down and up, per round."""
-        return np.cumsum(self.bytes_down + self.bytes_up)
-
-    @property
-    def final_accuracy(self) -> float:
-        """The last evaluated test accuracy (NaN if none)."""
-        acc = self.accuracy
-        acc = acc[np.isfinite(acc)]
-        return float(acc[-1]) if len(acc) else float("nan")
-
-    @property
-    def best_accuracy(self) -> float:
-        acc = self.accuracy
-        acc = acc[np.isfinite(acc)]
-        return float(acc.max()) if len(acc) else float("nan")
-
-    @property
-    def diverged(self) -> bool:
-        return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
-
-    def rounds_to(self, target: float) -> int | None:
-        """The first round whose test accuracy reached ``target``, or None."""
-        for r in self.records:
-            if np.isfinite(r.accuracy) and r.accuracy >= target:
-                return r.round
-        return None
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "config": self.config, "stop_reason": self.stop_reason,
-                "records": [asdict(r) for r in self.records]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "History":
-        return cls(records=[RoundRecord(**r) for r in d["records"]], config=d.get("config", {}),
-                   label=d.get("label", ""), stop_reason=d.get("stop_reason"))
-
-    def save(self, path) -> Path:
-        """Write the history as JSON (NaN stored as null)."""
-        path = Path(path)
-        path.write_text(json.dumps(_nan_to_none(self.to_dict()), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path) -> "History":
-        d = json.loads(Path(path).read_text())
-        for r in d["records"]:
-            for k in ("accuracy", "loss", "train_loss"):
-                if r.get(k) is None:
-                    r[k] = float("nan")
-        return cls.from_dict(d)
-
-    def summary(self) -> str:
-        """One line: final accuracy, rounds, seconds, megabytes, stop reason."""
-        s = (f"{self.label or 'run'}: {len(self)} rounds, final accuracy "
-             f"{self.final_accuracy:.4f}, {self.seconds.sum():.1f} s, "
-             f"{self.bytes_total[-1] / 1e6 if len(self) else 0:.1f} MB communicated")
-        return s + (f" ({self.stop_reason})" if self.stop_reason else "")
-
-
-def _nan_to_none(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
 
 
 @torch.inference_mode()
@@ -221,72 +92,8 @@ def _generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(_seed(*parts))
 
 
-def sgd_steps(model: nn.Module, params: list[torch.Tensor], dataset, batches, *,
-              lr: float) -> list[torch.Tensor]:
-    """Plain SGD (no momentum) on ``model``, one step per index tensor in ``batches``.
-
-    The optimiser of a FedAvg client, and of the centralised baseline: each step
-    minimises its minibatch's mean cross-entropy; ``params`` are updated in place.
-    Returns the (detached) minibatch losses.
-    """
-    losses = []
-    for batch in batches:
-        loss = F.cross_entropy(model(dataset.images[batch]), dataset.labels[batch])
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            torch._foreach_add_(params, grads, alpha=-lr)
-        losses.append(loss.detach())
-    return losses
-
-
-class SequentialEngine:
-    """The reference engine: trains the sampled clients one after another.
-
-    One worker module is reused for every client: its parameters are overwritten
-    with the global model's, trained with plain SGD, and added into the weighted
-    average.
-    """
-
-    name = "sequential"
-
-    def __init__(self, sim: "Simulation"):
-        self.sim = sim
-        self.worker = copy.deepcopy(sim.global_model)
-        self.worker.train()
-        self.params = [p for p in self.worker.parameters()]
-
-    def train_round(self, round_: int, clients: list[int]) -> tuple[list[torch.Tensor], float]:
-        sim = self.sim
-        global_params = [p.detach() for p in sim.global_model.parameters()]
-        sizes = [len(sim.partition.client_indices[k]) for k in clients]
-        total = float(sum(sizes))
-        avg = [torch.zeros_like(p) for p in global_params]
-        train_loss = 0.0
-        for k, n_k in zip(clients, sizes):
-            with torch.no_grad():
-                torch._foreach_copy_(self.params, global_params)
-            batches = (batch for _, batch in sim.client_batches(round_, k))
-            losses = sgd_steps(self.worker, self.params, sim.train, batches, lr=sim.lr)
-            client_loss = float(torch.stack(losses).mean())
-            train_loss += n_k / total * client_loss
-            with torch.no_grad():
-                torch._foreach_add_(avg, [p.detach() for p in self.params], alpha=n_k / total)
-        return avg, train_loss
-
-
-ENGINES: dict[str, type] = {"sequential": SequentialEngine}
-
-
-def _resolve_engine(name: str) -> type:
-    if name == "auto":
-        return ENGINES.get("vectorized", SequentialEngine)
-    if name not in ENGINES:
-        raise ValueError(f"engine must be one of auto, {', '.join(ENGINES)}; got {name!r}")
-    return ENGINES[name]
-
-
 class Simulation:
-    """A FedAvg simulation: a global model, clients holding a partition, a round loop.
+    """A federated simulation: a global model, clients holding a partition, a round loop.
 
     Parameters
     ----------
@@ -307,6 +114,11 @@ class Simulation:
         ``local_epochs=1, batch_size=None`` is FedSGD.
     lr : float, default 0.1
         Client SGD learning rate (finite, > 0).
+    algorithm : str or Algorithm, default "fedavg"
+        What happens to the client updates: a name from
+        :data:`fedlab_widgets.algorithms.NAMES` (its default parameters) or an
+        :class:`~fedlab_widgets.algorithms.Algorithm` from
+        :func:`fedlab_widgets.algorithms.get`.
     seed : int, default 0
     eval_every : int, default 1
         Evaluate the global model on the test set every this many rounds (and on
@@ -330,12 +142,14 @@ class Simulation:
     >>> history = sim.run(2)
     >>> history.accuracy[-1] > 0.85
     True
+    >>> Simulation("2nn", train, test, parts, algorithm="scaffold").history.label[:8]
+    'scaffold'
     """
 
     def __init__(self, model, train, test, partition: Partition, *, client_fraction: float = 0.1,
                  local_epochs: int = 1, batch_size: int | None = 10, lr: float = 0.1,
-                 seed: int = 0, eval_every: int = 1, engine: str = "auto",
-                 num_threads: int | None = 1):
+                 algorithm: str | Algorithm | None = None, seed: int = 0, eval_every: int = 1,
+                 engine: str = "auto", num_threads: int | None = 1):
         self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
                                              "in (0, 1]", lo_open=True)
         self.local_epochs = _check_int("local_epochs", local_epochs, 1)
@@ -347,9 +161,11 @@ class Simulation:
         if num_threads is not None:
             num_threads = _check_int("num_threads", num_threads, 1, none_ok=" or None")
         self.num_threads = num_threads
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer; got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed < 2 ** 63:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1; got {seed!r}")
         self.seed = int(seed)
+        self.algorithm = _algorithms.resolve(algorithm)
         if not isinstance(partition, Partition):
             raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
                              f"got {type(partition).__name__}")
@@ -365,11 +181,14 @@ class Simulation:
         self.num_parameters = count_parameters(self.global_model)
         self.num_clients = partition.num_clients
         self.clients_per_round = max(round(self.client_fraction * self.num_clients), 1)
+        self.layout = FlatLayout(self.global_model)
         self.engine_name = engine
-        self.engine = _resolve_engine(engine)(self)
+        self.engine = get_engine(engine, self.global_model, train)
+        self.total_samples = int(partition.sizes.sum())
         self._stop = threading.Event()
+        self._busy = threading.Lock()
         self.round = 0
-        self.history = History(config=self.config(), label=self.default_label())
+        self.reset()
 
     # -- description ---------------------------------------------------------------
     def config(self) -> dict:
@@ -382,15 +201,15 @@ class Simulation:
             "partition_fingerprint": self.partition.fingerprint(),
             "num_clients": self.num_clients, "client_fraction": self.client_fraction,
             "clients_per_round": self.clients_per_round, "local_epochs": self.local_epochs,
-            "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-            "engine": self.engine.name, "num_threads": self.num_threads,
+            "batch_size": self.batch_size, "lr": self.lr, **self.algorithm.config(),
+            "seed": self.seed, "engine": self.engine.name, "num_threads": self.num_threads,
             "num_parameters": self.num_parameters,
         }
 
     def default_label(self) -> str:
         b = "inf" if self.batch_size is None else self.batch_size
-        return (f"{self.model_name}, {self.partition.label()}, C={self.client_fraction:g}, "
-                f"E={self.local_epochs}, B={b}, lr={self.lr:g}")
+        return (f"{self.algorithm.label()}, {self.model_name}, {self.partition.label()}, "
+                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}")
 
     # -- randomness shared by all engines ----------------------------------------------
     def sample_clients(self, round_: int) -> list[int]:
@@ -404,19 +223,11 @@ class Simulation:
         g = _generator(self.seed, 2, round_, client, epoch)
         return ix[torch.randperm(len(ix), generator=g)]
 
-    def client_batches(self, round_: int, client: int) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(epoch, indices)`` for each local minibatch of ``client`` in ``round_``."""
-        n = len(self.partition.client_indices[client])
-        b = n if self.batch_size is None else min(self.batch_size, n)
-        for epoch in range(self.local_epochs):
-            order = self.client_order(round_, client, epoch)
-            for i in range(0, n, b):
-                yield epoch, order[i:i + b]
-
-    def steps_per_round(self, client: int) -> int:
-        n = len(self.partition.client_indices[client])
-        b = n if self.batch_size is None else min(self.batch_size, n)
-        return self.local_epochs * math.ceil(n / b)
+    def make_schedule(self, round_: int, clients: list[int]) -> Schedule:
+        """The minibatches of ``clients`` in ``round_``: E shuffled passes, batches of B."""
+        orders = [[self.client_order(round_, k, e) for e in range(self.local_epochs)]
+                  for k in clients]
+        return Schedule.from_orders(clients, orders, batch_size=self.batch_size)
 
     # -- the loop ------------------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:
@@ -431,9 +242,13 @@ class Simulation:
         self._stop.set()
 
     def reset(self) -> None:
-        """Back to the initial global model and an empty history."""
+        """Back to the initial global model, an empty history and no algorithm state."""
+        if self._busy.locked():
+            raise RuntimeError("cannot reset while a run is in progress: stop it first")
         self.global_model.load_state_dict(self._initial_state)
         self.round = 0
+        self.server_state: dict = {}        # server optimiser moments, SCAFFOLD's c, ...
+        self.client_store = ClientStore()   # per-client state (SCAFFOLD's c_k, ...)
         self.history = History(config=self.config(), label=self.default_label())
 
     def rounds(self, n: int) -> Iterator[RoundRecord]:
@@ -441,46 +256,70 @@ class Simulation:
 
         A UI can draw between rounds and stop by breaking out of the loop or calling
         :meth:`stop`. Stops early, with ``history.stop_reason`` set, if training
-        diverges (a NaN or infinite loss).
+        diverges (a NaN or infinite loss). A second run of the same simulation
+        while one is in progress (another thread) is refused with RuntimeError.
         """
         n = _check_int("rounds", n, 1)
-        self._stop.clear()
-        self.history.stop_reason = None
-        params = [p for p in self.global_model.parameters()]
-        end = self.round + n
-        while self.round < end:
-            if self._stop.is_set():
-                self.history.stop_reason = f"stopped by the user after round {self.round}"
-                return
-            r = self.round + 1
-            t0 = time.perf_counter()
-            clients = self.sample_clients(r)
-            with _threads(self.num_threads):
-                new_params, train_loss = self.engine.train_round(r, clients)
-                finite = math.isfinite(train_loss) and all(
-                    bool(torch.isfinite(p).all()) for p in new_params)
-                if finite:
-                    with torch.no_grad():
-                        torch._foreach_copy_(params, new_params)
-                if finite and (r % self.eval_every == 0 or r == end):
-                    acc, loss = self.evaluate()
-                else:
-                    acc, loss = float("nan"), float("nan")
-            down = self.num_parameters * BYTES_PER_PARAMETER * len(clients)
-            samples = self.local_epochs * sum(len(self.partition.client_indices[k]) for k in clients)
-            rec = RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
-                              clients=clients, bytes_down=down, bytes_up=down,
-                              seconds=time.perf_counter() - t0, samples=samples)
-            self.round = r
-            self.history.records.append(rec)
-            if not finite:
-                # keep the last good global model so that the simulation stays usable
-                self.history.stop_reason = (
-                    f"diverged at round {r}: the training loss became {train_loss} "
-                    f"(lr={self.lr:g} is probably too large; try a smaller lr)")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this simulation is already running in another thread; "
+                               "stop it (sim.stop()) or wait for it before running it again")
+        try:
+            self._stop.clear()
+            self.history.stop_reason = None
+            end = self.round + n
+            while self.round < end:
+                if self._stop.is_set():
+                    self.history.stop_reason = f"stopped by the user after round {self.round}"
+                    return
+                rec = self._round(self.round + 1, evaluate=(self.round + 1) % self.eval_every == 0
+                                  or self.round + 1 == end)
+                self.round = rec.round
+                self.history.records.append(rec)
                 yield rec
-                return
-            yield rec
+                if self.history.diverged:
+                    return
+        finally:
+            self._busy.release()
+
+    def _round(self, r: int, *, evaluate: bool) -> RoundRecord:
+        """One round of the pipeline (see the module docstring); returns its record."""
+        t0 = time.perf_counter()
+        alg = self.algorithm
+        params = list(self.global_model.parameters())
+        clients = self.sample_clients(r)
+        schedule = self.make_schedule(r, clients)
+        with _threads(self.num_threads), torch.no_grad():
+            x = self.layout.flatten(params)
+            ctx = RoundContext(round=r, x=x, lr=self.lr, num_clients=self.num_clients,
+                               total_samples=self.total_samples, state=self.server_state,
+                               store=self.client_store, seed=self.seed)
+            rule = alg.local_rule(schedule.clients, ctx)
+            updates = self.engine.train_clients(x, schedule, lr=self.lr, rule=rule)
+            p = updates.weight / updates.weight.sum()
+            train_loss = float((p * updates.loss).sum())
+            update_norm = float(updates.delta.norm(dim=1).double().mean())
+            finite = math.isfinite(train_loss) and math.isfinite(update_norm)
+            if finite:
+                updates = alg.client_steps(updates, ctx)
+                delta = alg.server_steps(alg.aggregate(updates), ctx)
+                x_new = alg.server_update(x, delta, ctx)
+                finite = bool(torch.isfinite(x_new).all())
+            if finite:
+                torch._foreach_copy_(params, self.layout.views(x_new))
+            acc, loss = self.evaluate() if finite and evaluate else (float("nan"), float("nan"))
+        if not finite:
+            # keep the last good global model so that the simulation stays usable
+            what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
+                else "the global model became NaN or infinite"
+            self.history.stop_reason = (
+                f"diverged at round {r}: {what} (lr={self.lr:g} is probably too large; "
+                f"try a smaller lr{'' if alg.name == 'fedavg' else ' or server_lr'})")
+        sizes = updates.weight
+        payload = self.num_parameters * BYTES_PER_PARAMETER * len(clients) * alg.payload
+        return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
+                           clients=clients, bytes_down=payload, bytes_up=payload,
+                           seconds=time.perf_counter() - t0,
+                           samples=int(sizes.sum()) * self.local_epochs, update_norm=update_norm)
 
     def run(self, rounds: int, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:
@@ -505,8 +344,9 @@ class Simulation:
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=rounds, unit="round", leave=True)
+        gen = self.rounds(rounds)
         try:
-            for rec in self.rounds(rounds):
+            for rec in gen:
                 if callback is not None:
                     callback(rec)
                 if bar is not None:
@@ -517,6 +357,7 @@ class Simulation:
                                                 f"at round {rec.round}")
                     break
         finally:
+            gen.close()  # releases the run lock at once, also after a break
             if bar is not None:
                 bar.close()
         return self.history
@@ -550,5 +391,3 @@ def _check_number(name, value, lo, hi, desc, lo_open=False):
         raise ValueError(f"{name} must be a number {desc}; got {value!r}")
     return v
 
-
-from . import vectorized as _vectorized  # noqa: E402,F401  registers ENGINES["vectorized"]

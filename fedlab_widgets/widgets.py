@@ -28,7 +28,8 @@ from . import plots
 from .datasets import load_mnist
 from .models import MODELS
 from .partition import SCHEMES, Partition, partition
-from .simulation import History, Simulation
+from .history import History
+from .simulation import Simulation
 
 __all__ = ["PartitionExplorer", "FedAvgDashboard"]
 

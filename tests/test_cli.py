@@ -29,6 +29,19 @@ def test_run_writes_history_and_plot(tmp_path, mnist):
     assert (out / "convergence.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_run_with_an_algorithm_and_its_parameters(tmp_path, mnist):
+    out = tmp_path / "scaffold"
+    r = cli("run", "--partition", "shards", "--clients", "20", "--fraction", "0.2",
+            "--batch-size", "50", "--lr", "0.05", "--rounds", "2", "--algorithm", "scaffold",
+            "--server-lr", "0.5", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("scaffold(server_lr=0.5), 2nn, shards")
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["algorithm"] == "scaffold"
+    assert h["config"]["algorithm_params"] == {"server_lr": 0.5}
+    assert h["records"][0]["bytes_up"] == 2 * 4 * 199_210 * 4   # x and c, 4 clients
+
+
 def test_partition_prints_summary_and_saves_heatmap(tmp_path, mnist):
     r = cli("partition", "--partition", "shards", "--clients", "100", "--plot", str(tmp_path / "h.png"))
     assert r.returncode == 0, r.stderr
@@ -43,7 +56,13 @@ def test_partition_prints_summary_and_saves_heatmap(tmp_path, mnist):
     (["run", "--batch-size", "ten"], "invalid batch size 'ten'"),
     (["run", "--partition", "zipf"], "invalid choice: 'zipf'"),
     (["run", "--partition", "iid", "--alpha", "0.3"], "--alpha does not apply to --partition iid"),
-    (["partition", "--partition", "dirichlet", "--alpha", "-1"], "alpha must be a finite number > 0"),
+    (["partition", "--partition", "dirichlet", "--alpha", "-1"], "alpha must be a number > 0"),
+    (["run", "--algorithm", "fedsgd"], "invalid choice: 'fedsgd'"),
+    (["run", "--algorithm", "fedprox", "--mu", "-1"], "mu must be a number from 0 to 10; got -1.0"),
+    (["run", "--algorithm", "fedavg", "--mu", "0.1"], "--mu does not apply to --algorithm fedavg"),
+    (["run", "--algorithm", "fedadagrad", "--beta2", "0.9"],
+     "--beta2 does not apply to --algorithm fedadagrad"),
+    (["run", "--out", __file__], f"--out {__file__} is a file"),
     (["partition", "--clients", "0"], "num_clients must be an integer from 1"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
     ([], "the following arguments are required: command"),

@@ -152,21 +152,42 @@ def test_accepts_a_dataset_and_numpy_labels(train):
     (dict(num_clients=0), r"num_clients must be an integer from 1 to the number of samples \(1000\)"),
     (dict(num_clients=1001), r"num_clients .* from 1 to .*1000"),
     (dict(num_clients=2.5), r"num_clients"),
-    (dict(scheme="dirichlet", alpha=0), r"alpha must be a finite number > 0"),
-    (dict(scheme="dirichlet", alpha=-1), r"alpha must be a finite number > 0"),
-    (dict(scheme="dirichlet", alpha=math.inf), r"alpha must be a finite number > 0"),
-    (dict(scheme="dirichlet", alpha=math.nan), r"alpha must be a finite number > 0"),
+    (dict(scheme="dirichlet", alpha=0), r"alpha must be a number > 0"),
+    (dict(scheme="dirichlet", alpha=-1), r"alpha must be a number > 0"),
+    (dict(scheme="dirichlet", alpha=math.inf), r"alpha must be a number > 0"),
+    (dict(scheme="dirichlet", alpha=math.nan), r"alpha must be a number > 0"),
     (dict(scheme="dirichlet", num_clients=100, min_size=11), r"min_size must be an integer from 0 to 10"),
     (dict(scheme="dirichlet", num_clients=100, alpha=0.001, min_size=10), r"min_size=10 cannot be met"),
     (dict(scheme="shards", num_clients=100, shards_per_client=11), r"shards_per_client must be an integer from 1 to 10"),
     (dict(scheme="shards", shards_per_client=0), r"shards_per_client must be"),
-    (dict(scheme="label_count", classes_per_client=0), r"classes_per_client must be an integer from 1 to 10"),
+    (dict(scheme="label_count", classes_per_client=0), r"classes_per_client must be an integer >= 1"),
     (dict(scheme="label_count", classes_per_client=11), r"classes_per_client must be an integer from 1 to 10"),
-    (dict(scheme="quantity", sigma=-0.5), r"sigma must be a finite number >= 0"),
+    (dict(scheme="quantity", sigma=-0.5), r"sigma must be a number from 0 to 10"),
+    (dict(scheme="quantity", sigma=1000), r"sigma must be a number from 0 to 10; got 1000"),
+    (dict(scheme="dirichlet", alpha="0.5"), r"alpha must be a number > 0; got '0.5'"),
+    (dict(scheme="shards", shards_per_client=True), r"shards_per_client must be an integer"),
+    (dict(seed=-1), r"seed must be an integer >= 0"),
     (dict(scheme="iid", alpha=0.5), r"unknown parameter\(s\) alpha for scheme 'iid'"),
 ])
 def test_bad_input_names_parameter_and_range(kwargs, match):
     labels = torch.arange(1000) % 10
     kw = {"scheme": "iid", "num_clients": 10, **kwargs}
+    kw.setdefault("seed", 0)
     with pytest.raises(ValueError, match=match):
-        partition(labels, kw.pop("scheme"), kw.pop("num_clients"), seed=0, **kw)
+        partition(labels, kw.pop("scheme"), kw.pop("num_clients"), **kw)
+
+
+@pytest.mark.parametrize("labels", [torch.nn.functional.one_hot(torch.arange(100) % 10),
+                                    torch.arange(100) * 1.5, torch.ones(10, 10, dtype=torch.int64)])
+def test_labels_must_be_one_dimensional_integers(labels):
+    with pytest.raises(ValueError, match="labels must be a 1-D tensor of integer class labels"):
+        partition(labels, "iid", 5)
+
+
+def test_extreme_quantity_skew_stays_a_partition():
+    """sigma at the top of its range: no overflow, disjoint, complete, no empty client."""
+    labels = torch.arange(60000) % 10
+    p = partition(labels, "quantity", 100, sigma=10.0, seed=0)
+    allix = torch.cat(p.client_indices)
+    assert len(allix) == 60000 and len(allix.unique()) == 60000
+    assert int(p.sizes.min()) >= 10

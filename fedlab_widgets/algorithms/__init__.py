@@ -1,0 +1,139 @@
+"""Federated algorithms, each a small composition of steps on the per-client updates.
+
+=============  ===============================================================  =====================================
+name           what changes from FedAvg                                          parameters
+=============  ===============================================================  =====================================
+``fedavg``     nothing: weighted mean of the updates, ``x + delta``              --
+``fedprox``    every local gradient gets ``mu * (w - x)`` (Li et al. 2020)       ``mu``
+``scaffold``   every local gradient gets ``c - c_k``; control variates           ``server_lr``
+               updated after training (Karimireddy et al. 2020, option II)
+``fednova``    updates normalised by local steps before averaging (Wang 2020)    --
+``fedavgm``    server momentum (Hsu et al. 2019)                                 ``server_lr``, ``momentum``
+``fedadam``    server Adam on the averaged update (Reddi et al. 2021)            ``server_lr``, ``beta1``, ``beta2``, ``tau``
+``fedyogi``    server Yogi (Reddi et al. 2021)                                   ``server_lr``, ``beta1``, ``beta2``, ``tau``
+``fedadagrad`` server Adagrad (Reddi et al. 2021)                                ``server_lr``, ``beta1``, ``tau``
+=============  ===============================================================  =====================================
+
+:data:`PARAMETERS` is the one table of every algorithm's parameters (name,
+default, range, scale): :func:`get`, the dashboard and the command line all
+read it.
+
+Examples
+--------
+>>> from fedlab_widgets import algorithms
+>>> algorithms.get("fedprox", mu=0.1)
+Algorithm(fedprox(mu=0.1))
+>>> algorithms.get("fedprox", mu=-1)
+Traceback (most recent call last):
+ValueError: mu must be a number from 0 to 10; got -1
+>>> algorithms.get("fedsgd")
+Traceback (most recent call last):
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad; got 'fedsgd'
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ..params import Param, check_params
+from .aggregators import AGGREGATORS, fednova, weighted_mean
+from .base import Algorithm, ClientStore, RoundContext
+from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
+
+__all__ = ["NAMES", "PARAMETERS", "get", "Algorithm", "RoundContext", "ClientStore",
+           "weighted_mean", "fednova", "AGGREGATORS", "ServerOptimizer", "ServerSGD",
+           "ServerAdaptive"]
+
+
+def _server_lr(default: float) -> Param:
+    return Param("server_lr", default, lo=0.0, lo_open=True, hi=100.0, log=True, ui=(1e-3, 10.0),
+                 doc="server learning rate: x + server_lr * (aggregated step)")
+
+
+_BETA1 = Param("beta1", 0.9, lo=0.0, hi=1.0, hi_open=True, ui=(0.0, 0.99),
+               doc="first-moment decay (server momentum)")
+_BETA2 = Param("beta2", 0.99, lo=0.0, hi=1.0, hi_open=True, ui=(0.9, 0.999),
+               doc="second-moment decay")
+_TAU = Param("tau", 1e-3, lo=0.0, lo_open=True, hi=1.0, log=True, ui=(1e-6, 1e-1),
+             doc="adaptivity: added to sqrt(v); larger is closer to server SGD")
+
+PARAMETERS: dict[str, tuple[Param, ...]] = {
+    "fedavg": (),
+    "fedprox": (Param("mu", 0.01, lo=0.0, hi=10.0, log=True, ui=(1e-4, 10.0),
+                      doc="proximal weight: mu/2 ||w - x||^2 added to each client's loss"),),
+    "scaffold": (_server_lr(1.0),),
+    "fednova": (),
+    "fedavgm": (_server_lr(1.0), Param("momentum", 0.9, lo=0.0, hi=1.0, hi_open=True,
+                                       ui=(0.0, 0.99), doc="server momentum")),
+    "fedadam": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
+    "fedyogi": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
+    "fedadagrad": (_server_lr(0.01), _BETA1, _TAU),
+}
+NAMES: tuple[str, ...] = tuple(PARAMETERS)
+
+
+def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
+        client_steps: Sequence[Callable] = (), server_steps: Sequence[Callable] = (),
+        **params) -> Algorithm:
+    """An algorithm by name, with its parameters checked against :data:`PARAMETERS`.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`NAMES`.
+    aggregator : str or callable, optional
+        Replace the weighted mean (``"mean"``, ``"fednova"`` or your function of the
+        updates). Not for ``fednova``, whose normalised mean is the algorithm.
+    client_steps, server_steps : list of callables, optional
+        Extra steps on the updates (``step(updates, ctx)``) or on the aggregated
+        update (``step(delta, ctx)``), run after the algorithm's own.
+    **params
+        The algorithm's parameters (see :data:`PARAMETERS`); missing ones take
+        their defaults.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (listing the valid ones), a parameter the algorithm does not
+        have (listing its parameters), or a value outside its range (naming it).
+
+    Examples
+    --------
+    >>> alg = get("fedadam", server_lr=0.03)
+    >>> alg.params
+    {'server_lr': 0.03, 'beta1': 0.9, 'beta2': 0.99, 'tau': 0.001}
+    """
+    if name not in PARAMETERS:
+        raise ValueError(f"algorithm must be one of {', '.join(NAMES)}; got {name!r}")
+    p = check_params(f"algorithm {name!r}", PARAMETERS[name], params)
+    kw: dict = dict(client_steps=client_steps, server_steps=server_steps)
+    if aggregator is not None:
+        if name == "fednova":
+            raise ValueError("aggregator does not apply to fednova: its normalised mean "
+                             "is the algorithm")
+        kw["aggregator"] = aggregator
+    if name == "fedprox":
+        kw["mu"] = p["mu"]
+    elif name == "scaffold":
+        kw.update(control_variates=True, server_optimizer=ServerSGD(lr=p["server_lr"]))
+    elif name == "fednova":
+        kw["aggregator"] = "fednova"
+    elif name == "fedavgm":
+        kw["server_optimizer"] = ServerSGD(lr=p["server_lr"], momentum=p["momentum"])
+    elif name in ("fedadam", "fedyogi", "fedadagrad"):
+        kw["server_optimizer"] = ServerAdaptive(name[3:], lr=p["server_lr"],
+                                                beta1=p["beta1"], beta2=p.get("beta2", 0.0),
+                                                tau=p["tau"])
+    return Algorithm(name, params=p, **kw)
+
+
+def resolve(algorithm) -> Algorithm:
+    """An :class:`Algorithm` from an algorithm, a name (its defaults) or None (FedAvg)."""
+    if algorithm is None:
+        return get("fedavg")
+    if isinstance(algorithm, Algorithm):
+        return algorithm
+    if isinstance(algorithm, str):
+        return get(algorithm)
+    raise ValueError(f"algorithm must be a name ({', '.join(NAMES)}) or an Algorithm from "
+                     f"fedlab_widgets.algorithms.get; got {algorithm!r}")

@@ -1,0 +1,55 @@
+"""Aggregators: from per-client updates ``[M, D]`` to one update ``[D]``.
+
+Each is a plain function of :class:`~fedlab_widgets.engines.ClientUpdates`; write
+your own the same way and pass it as ``aggregator=``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..engines.base import ClientUpdates
+
+__all__ = ["weighted_mean", "fednova", "AGGREGATORS"]
+
+
+def weighted_mean(updates: ClientUpdates) -> torch.Tensor:
+    """FedAvg's aggregate: the mean of the client updates weighted by sample count.
+
+    ``sum_k (n_k / n) * delta_k`` with ``n = sum_k n_k`` over the sampled clients.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fedlab_widgets.engines import ClientUpdates
+    >>> u = ClientUpdates([0, 1], torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+    ...                   torch.tensor([3.0, 1.0], dtype=torch.float64),
+    ...                   torch.tensor([3, 1]), torch.zeros(2, dtype=torch.float64))
+    >>> weighted_mean(u)
+    tensor([0.7500, 0.2500])
+    """
+    p = updates.weight / updates.weight.sum()
+    return p.to(updates.delta.dtype) @ updates.delta
+
+
+def fednova(updates: ClientUpdates) -> torch.Tensor:
+    """FedNova's normalised average (Wang et al. 2020, with plain local SGD).
+
+    Each client's update is divided by its number of local steps ``tau_k`` (its
+    average step), the normalised updates are averaged with weights ``p_k = n_k / n``,
+    and the result is scaled by the effective number of steps
+    ``tau_eff = sum_k p_k tau_k``::
+
+        delta = tau_eff * sum_k p_k * delta_k / tau_k
+
+    A client that ran more steps no longer pulls the average towards its own
+    optimum in proportion to its extra work. With equal ``tau_k`` this is
+    :func:`weighted_mean` exactly.
+    """
+    p = updates.weight / updates.weight.sum()
+    tau = updates.steps.to(torch.float64)
+    coef = (p * (p * tau).sum() / tau).to(updates.delta.dtype)
+    return coef @ updates.delta
+
+
+AGGREGATORS = {"mean": weighted_mean, "fednova": fednova}

@@ -1,0 +1,229 @@
+"""An FL algorithm as a composition of steps on the round's per-client updates.
+
+One round of any algorithm here reads::
+
+    rule    = algorithm.local_rule(clients, ctx)          # plain SGD, FedProx, SCAFFOLD
+    updates = engine.train_clients(x, schedule, rule=rule) # delta [M, D], weight, steps, loss
+    updates = algorithm.client_steps(updates, ctx)         # SCAFFOLD's c_k; later: clip, attack
+    delta   = algorithm.aggregate(updates)                 # weighted mean, FedNova, ...
+    delta   = algorithm.server_steps(delta, ctx)           # later: DP noise, unmask
+    x       = algorithm.server_optimizer.step(x, delta, ctx.state)
+
+:class:`Algorithm` holds the pieces; :class:`RoundContext` is what a step may
+read (the round, the global model ``x``, the client learning rate) and where it
+may keep state across rounds (``ctx.state`` for the server, ``ctx.store`` per
+client). A step is a plain function: ``client_step(updates, ctx) -> updates``,
+``aggregator(updates) -> delta``, ``server_step(delta, ctx) -> delta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from ..engines.base import ClientUpdates, LocalRule
+from .aggregators import AGGREGATORS
+from .scaffold import ControlVariates
+from .server_optimizers import ServerOptimizer, ServerSGD
+
+__all__ = ["Algorithm", "RoundContext", "ClientStore"]
+
+
+class ClientStore:
+    """Per-client state that persists across rounds, created when a client is first sampled.
+
+    ``gather(name, clients, size)`` returns one row per client (zeros for a client
+    seen for the first time); ``scatter(name, clients, rows)`` keeps new rows.
+    Nothing is allocated for clients never sampled.
+
+    Examples
+    --------
+    >>> import torch
+    >>> store = ClientStore()
+    >>> store.gather("c", [3, 7], 2)
+    tensor([[0., 0.],
+            [0., 0.]])
+    >>> store.scatter("c", [7], torch.ones(1, 2))
+    >>> store.gather("c", [3, 7], 2)[1]
+    tensor([1., 1.])
+    >>> len(store)
+    1
+    """
+
+    def __init__(self):
+        self._data: dict[str, dict[int, torch.Tensor]] = {}
+
+    def gather(self, name: str, clients: Sequence[int], size: int,
+               dtype=torch.float32) -> torch.Tensor:
+        table = self._data.get(name, {})
+        out = torch.zeros(len(clients), size, dtype=dtype)
+        for i, k in enumerate(clients):
+            if k in table:
+                out[i] = table[k]
+        return out
+
+    def scatter(self, name: str, clients: Sequence[int], rows: torch.Tensor) -> None:
+        table = self._data.setdefault(name, {})
+        for i, k in enumerate(clients):
+            table[int(k)] = rows[i].clone()
+
+    def get(self, name: str, client: int) -> torch.Tensor | None:
+        """Client ``client``'s row ``name``, or None if it has none yet."""
+        return self._data.get(name, {}).get(int(client))
+
+    def clients(self, name: str) -> list[int]:
+        """The clients that have a row ``name``."""
+        return sorted(self._data.get(name, {}))
+
+    def __len__(self) -> int:
+        """Number of clients with any state."""
+        return len(set().union(*[set(t) for t in self._data.values()])) if self._data else 0
+
+
+@dataclass
+class RoundContext:
+    """What the steps of a round may read, and where they keep state.
+
+    Attributes
+    ----------
+    round : int
+    x : Tensor [D]
+        The global model at the start of the round (flat; do not modify).
+    lr : float
+        The clients' learning rate.
+    num_clients : int
+        K, all clients (not only the sampled ones).
+    total_samples : int
+        All clients' training samples together.
+    state : dict
+        Server-side state kept across rounds (server optimiser moments, SCAFFOLD's c).
+    store : ClientStore
+        Per-client state kept across rounds (SCAFFOLD's c_k).
+    seed : int
+        The simulation's seed (derive a generator from it with the round for randomness).
+    """
+
+    round: int
+    x: torch.Tensor
+    lr: float
+    num_clients: int
+    total_samples: int
+    state: dict = field(default_factory=dict)
+    store: ClientStore = field(default_factory=ClientStore)
+    seed: int = 0
+
+
+def _named(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+class Algorithm:
+    """A federated algorithm: a local rule, steps on the updates, an aggregator, a server optimiser.
+
+    Usually made by :func:`fedlab_widgets.algorithms.get`; build one directly to
+    compose your own.
+
+    Parameters
+    ----------
+    name : str, default "custom"
+    params : dict, optional
+        The named parameters it was made with (recorded in the history).
+    mu : float, default 0
+        FedProx's proximal weight (every local gradient gets ``mu * (w - x)``).
+    control_variates : bool, default False
+        SCAFFOLD: correct every local gradient by ``c - c_k`` and update the control
+        variates after local training (Karimireddy et al. 2020, option II).
+    aggregator : str or callable, default "mean"
+        ``"mean"`` (FedAvg's weighted mean), ``"fednova"`` (Wang et al. 2020), or a
+        function ``aggregator(updates) -> delta [D]``.
+    client_steps : list of callables, optional
+        ``step(updates, ctx) -> updates``, applied in order after local training.
+    server_steps : list of callables, optional
+        ``step(delta, ctx) -> delta``, applied in order after aggregation.
+    server_optimizer : ServerOptimizer, optional
+        Default: ``ServerSGD(lr=1)``, i.e. ``x + delta`` (FedAvg).
+
+    Examples
+    --------
+    A server step of your own: cap the norm of the averaged update.
+
+    >>> def cap(delta, ctx):
+    ...     return delta * min(1.0, 2.0 / float(delta.norm()))
+    >>> alg = Algorithm("capped", server_steps=[cap])
+    >>> alg.label()
+    'capped'
+    """
+
+    def __init__(self, name: str = "custom", *, params: dict | None = None, mu: float = 0.0,
+                 control_variates: bool = False,
+                 aggregator: str | Callable = "mean", client_steps: Sequence[Callable] = (),
+                 server_steps: Sequence[Callable] = (),
+                 server_optimizer: ServerOptimizer | None = None):
+        self.name = name
+        self.params = dict(params or {})
+        self.mu = float(mu)
+        self.scaffold = ControlVariates() if control_variates else None
+        if isinstance(aggregator, str):
+            if aggregator not in AGGREGATORS:
+                raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)} or a "
+                                 f"function of the updates; got {aggregator!r}")
+            self.aggregator_name, self.aggregator = aggregator, AGGREGATORS[aggregator]
+        elif callable(aggregator):
+            self.aggregator_name, self.aggregator = _named(aggregator), aggregator
+        else:
+            raise ValueError(f"aggregator must be a name or a function; got {aggregator!r}")
+        for what, steps in (("client_steps", client_steps), ("server_steps", server_steps)):
+            if not all(callable(s) for s in steps):
+                raise ValueError(f"{what} must be a list of functions; got {steps!r}")
+        self.client_steps_list = list(client_steps)
+        self.server_steps_list = list(server_steps)
+        self.server_optimizer = server_optimizer or ServerSGD(lr=1.0)
+
+    # -- what the round calls ---------------------------------------------------------------
+    def local_rule(self, clients: Sequence[int], ctx: RoundContext) -> LocalRule:
+        correction = None if self.scaffold is None else self.scaffold.correction(clients, ctx)
+        return LocalRule(mu=self.mu, correction=correction)
+
+    def client_steps(self, updates: ClientUpdates, ctx: RoundContext) -> ClientUpdates:
+        if self.scaffold is not None:
+            self.scaffold.update(updates, ctx)
+        for step in self.client_steps_list:
+            updates = step(updates, ctx)
+        return updates
+
+    def aggregate(self, updates: ClientUpdates) -> torch.Tensor:
+        return self.aggregator(updates)
+
+    def server_steps(self, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        for step in self.server_steps_list:
+            delta = step(delta, ctx)
+        return delta
+
+    def server_update(self, x: torch.Tensor, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        return self.server_optimizer.step(x, delta, ctx.state)
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def payload(self) -> int:
+        """Model-sized vectors sent each way per client: 2 for SCAFFOLD (x and c), else 1."""
+        return 2 if self.scaffold is not None else 1
+
+    def label(self) -> str:
+        """``"fedprox(mu=0.01)"``, ``"fedavg"``, ... as in run labels."""
+        ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        extra = [_named(s) for s in self.client_steps_list + self.server_steps_list]
+        if self.aggregator_name not in ("mean", "fednova"):
+            extra.insert(0, f"aggregator={self.aggregator_name}")
+        inner = ", ".join(x for x in [ps] + extra if x)
+        return f"{self.name}({inner})" if inner else self.name
+
+    def config(self) -> dict:
+        return {"algorithm": self.name, "algorithm_params": dict(self.params),
+                "aggregator": self.aggregator_name,
+                "client_steps": [_named(s) for s in self.client_steps_list],
+                "server_steps": [_named(s) for s in self.server_steps_list]}
+
+    def __repr__(self) -> str:
+        return f"Algorithm({self.label()})"

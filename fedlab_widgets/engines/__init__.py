@@ -1,0 +1,28 @@
+"""Engines: *how* a round's clients train. Each returns per-client updates ``[M, D]``.
+
+=================  ===============================================================
+``"sequential"``   the reference: one client after another, plain autograd
+``"vectorized"``   all clients at once on one flat ``[M, D]`` buffer (the default)
+=================  ===============================================================
+
+Both take the same :class:`Schedule` and :class:`LocalRule` and agree up to float
+rounding (tested in float64). Nothing here imports the simulation: an engine is
+built from a model and the training set, and knows nothing of algorithms.
+"""
+
+from .base import ClientUpdates, FlatLayout, LocalRule, Schedule
+from .sequential import SequentialEngine, sgd_steps
+from .vectorized import VectorizedEngine
+
+__all__ = ["ENGINES", "get_engine", "ClientUpdates", "FlatLayout", "LocalRule", "Schedule",
+           "SequentialEngine", "VectorizedEngine", "sgd_steps"]
+
+ENGINES: dict[str, type] = {"sequential": SequentialEngine, "vectorized": VectorizedEngine}
+
+
+def get_engine(name: str, model, train):
+    """An engine by name (``"auto"`` is ``"vectorized"``) for ``model`` and ``train``."""
+    key = "vectorized" if name == "auto" else name
+    if key not in ENGINES:
+        raise ValueError(f"engine must be one of auto, {', '.join(ENGINES)}; got {name!r}")
+    return ENGINES[key](model, train)

@@ -1,0 +1,180 @@
+"""What a run leaves behind: one :class:`RoundRecord` per round, gathered in a :class:`History`.
+
+A history has per-round arrays (``history.accuracy``, ``history.bytes_total``, ...),
+``rounds_to(target)`` and JSON save/load, so that runs can be compared, plotted
+and kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["RoundRecord", "History"]
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round.
+
+    ``accuracy`` and ``loss`` are the global model's on the test set after the
+    round (NaN on rounds skipped by ``eval_every``); ``train_loss`` is the mean
+    client training loss (each client's mean minibatch loss, weighted by its
+    sample count); ``bytes_down`` / ``bytes_up`` count what the algorithm sends
+    (float32 parameters, and for SCAFFOLD its control variates) times the
+    sampled clients; ``update_norm`` is the mean L2 norm of the clients' updates
+    ``x_k - x`` (how far local training moved them from the global model).
+    """
+
+    round: int
+    accuracy: float
+    loss: float
+    train_loss: float
+    clients: list[int]
+    bytes_down: int
+    bytes_up: int
+    seconds: float
+    samples: int = 0  # training samples processed this round (sizes x local_epochs)
+    update_norm: float = float("nan")
+
+
+@dataclass
+class History:
+    """The records of a run, with per-round arrays and JSON save/load.
+
+    Examples
+    --------
+    >>> h = History(label="demo")
+    >>> h.rounds_to(0.9) is None
+    True
+    """
+
+    records: list[RoundRecord] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    label: str = ""
+    stop_reason: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _array(self, name: str, dtype=float) -> np.ndarray:
+        return np.array([getattr(r, name) for r in self.records], dtype=dtype)
+
+    @property
+    def rounds(self) -> np.ndarray:
+        return self._array("round", int)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self._array("accuracy")
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self._array("loss")
+
+    @property
+    def train_loss(self) -> np.ndarray:
+        return self._array("train_loss")
+
+    @property
+    def update_norm(self) -> np.ndarray:
+        """Mean L2 norm of the client updates, per round."""
+        return self._array("update_norm")
+
+    @property
+    def seconds(self) -> np.ndarray:
+        return self._array("seconds")
+
+    @property
+    def bytes_down(self) -> np.ndarray:
+        return self._array("bytes_down", np.int64)
+
+    @property
+    def bytes_up(self) -> np.ndarray:
+        return self._array("bytes_up", np.int64)
+
+    @property
+    def bytes_total(self) -> np.ndarray:
+        """Cumulative bytes sent down and up, per round."""
+        return np.cumsum(self.bytes_down + self.bytes_up)
+
+    @property
+    def final_accuracy(self) -> float:
+        """The last evaluated test accuracy (NaN if none)."""
+        acc = self.accuracy
+        acc = acc[np.isfinite(acc)]
+        return float(acc[-1]) if len(acc) else float("nan")
+
+    @property
+    def best_accuracy(self) -> float:
+        acc = self.accuracy
+        acc = acc[np.isfinite(acc)]
+        return float(acc.max()) if len(acc) else float("nan")
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
+
+    def rounds_to(self, target: float) -> int | None:
+        """The first round whose test accuracy reached ``target``, or None."""
+        for r in self.records:
+            if np.isfinite(r.accuracy) and r.accuracy >= target:
+                return r.round
+        return None
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "config": self.config, "stop_reason": self.stop_reason,
+                "records": [asdict(r) for r in self.records]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(records=[RoundRecord(**r) for r in d["records"]], config=d.get("config", {}),
+                   label=d.get("label", ""), stop_reason=d.get("stop_reason"))
+
+    def save(self, path) -> Path:
+        """Write the history as JSON (NaN stored as null; numpy scalars as numbers)."""
+        path = Path(path)
+        path.write_text(json.dumps(_plain(self.to_dict()), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "History":
+        """Read a history written by :meth:`save`.
+
+        Raises ValueError naming the file if it is not such a history.
+        """
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+            for r in d["records"]:
+                for k in ("accuracy", "loss", "train_loss", "update_norm"):
+                    if r.get(k) is None:
+                        r[k] = float("nan")
+            return cls.from_dict(d)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path} is not a history saved by History.save "
+                             f"({type(e).__name__}: {e})") from None
+
+    def summary(self) -> str:
+        """One line: final accuracy, rounds, seconds, megabytes, stop reason."""
+        s = (f"{self.label or 'run'}: {len(self)} rounds, final accuracy "
+             f"{self.final_accuracy:.4f}, {self.seconds.sum():.1f} s, "
+             f"{self.bytes_total[-1] / 1e6 if len(self) else 0:.1f} MB communicated")
+        return s + (f" ({self.stop_reason})" if self.stop_reason else "")
+
+
+def _plain(x):
+    """JSON-ready: numpy scalars as Python numbers, NaN and infinities as None."""
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
