@@ -24,6 +24,12 @@ Usage::
     python bench/round_speed.py                    # everything (~30 min on 2 cores)
     python bench/round_speed.py --quick            # a check run, about a minute
     python bench/round_speed.py --configs 2nn-e1 cnn-e1 --skip-flower --rounds 3
+    python bench/round_speed.py --algorithms --configs 2nn-e1   # every algorithm vs FedAvg
+
+With ``--algorithms`` (all of them, or the names given) a second table times each
+algorithm's round on the vectorised engine beside FedAvg's, interleaved (every
+algorithm runs one block of rounds, then the next, ``--repeats`` times, and the
+best block median counts), so that a change of machine load hits all of them alike.
 """
 
 from __future__ import annotations
@@ -46,8 +52,8 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # tutorial_loop, flower_fedavg live beside this file
 
-from fedlab_widgets import Simulation, get_model, load_mnist, partition  # noqa: E402
-from fedlab_widgets.simulation import ENGINES  # noqa: E402
+from fedlab_widgets import Simulation, algorithms, get_model, load_mnist, partition  # noqa: E402
+from fedlab_widgets.engines import ENGINES  # noqa: E402
 from tutorial_loop import TutorialFedAvg  # noqa: E402
 
 
@@ -104,10 +110,12 @@ def run_tutorial(cfg: Config, parts, rounds: int) -> list[dict]:
     return [fl.step() for _ in range(rounds)]
 
 
-def run_engine(cfg: Config, engine: str, train, test, parts, rounds: int) -> list[dict]:
+def run_engine(cfg: Config, engine: str, train, test, parts, rounds: int,
+               algorithm: str = "fedavg") -> list[dict]:
     sim = Simulation(cfg.model, train, test, parts, client_fraction=cfg.client_fraction,
                      local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                     engine=engine, num_threads=None)  # the table's --threads governs
+                     engine=engine, num_threads=None,  # the table's --threads governs
+                     algorithm=algorithm)
     # Time the test evaluation separately by wrapping the instance's evaluate();
     # Simulation.rounds() calls self.evaluate() once per evaluated round.
     eval_seconds = []
@@ -151,6 +159,27 @@ def run_flower_subprocess(cfg: Config, rounds: int, cpus_per_client: float,
     return reason
 
 
+def algorithm_table(cfg: Config, names, train, test, parts, rounds: int, warmup: int,
+                    repeats: int) -> None:
+    """Each algorithm's round on the vectorised engine beside FedAvg's, interleaved."""
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        for name in names:
+            r = summarise(run_engine(cfg, "vectorized", train, test, parts, warmup + rounds,
+                                     algorithm=name), warmup)
+            if name not in best or r["seconds"] < best[name]["seconds"]:
+                best[name] = r
+    base = best["fedavg"]
+    print(f"\n{cfg.label()}, vectorized engine: best of {repeats} interleaved blocks of "
+          f"{rounds} rounds (medians)")
+    print(f"{'algorithm':<14}{'s/round':>9}{'train s':>9}{'x FedAvg':>10}{'train x':>9}")
+    for name in names:
+        r = best[name]
+        print(f"{name:<14}{r['seconds']:>9.3f}{r['train_seconds']:>9.3f}"
+              f"{r['seconds'] / base['seconds']:>10.2f}{r['train_seconds'] / base['train_seconds']:>9.2f}")
+    sys.stdout.flush()
+
+
 # -- the table -------------------------------------------------------------------------------
 def summarise(records: list[dict], warmup: int) -> dict:
     """Medians over the rounds after the warm-up."""
@@ -192,6 +221,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--quick", action="store_true",
                     help="check run: 2NN E=1 only, 2 rounds after 1 warm-up")
+    ap.add_argument("--algorithms", nargs="*", choices=list(algorithms.NAMES), default=None,
+                    help="time these algorithms (none given: all) against FedAvg, "
+                         "instead of the engine table")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved blocks per algorithm with --algorithms (best counts)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.warmup = min(args.rounds, 2), min(args.warmup, 1)
@@ -200,6 +234,16 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     print(machine_info())
+    if args.algorithms is not None:
+        names = ["fedavg"] + [n for n in (args.algorithms or algorithms.NAMES) if n != "fedavg"]
+        print(f"{args.rounds} measured rounds after {args.warmup} warm-up; full test-set "
+              f"evaluation every round")
+        train, test = load_mnist()
+        for name in args.configs:
+            cfg = CONFIGS[name]
+            parts = partition(train.labels, "iid", cfg.num_clients, seed=0)
+            algorithm_table(cfg, names, train, test, parts, args.rounds, args.warmup, args.repeats)
+        return
     # Best of 10: on a shared machine a single slow repeat would lower the peak
     # and push rows above 100% of the "limit".
     peak = peak_matmul_flops(2048, repeats=10)

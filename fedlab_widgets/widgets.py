@@ -24,23 +24,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import plots
+from . import algorithms, plots
 from .datasets import load_mnist
 from .models import MODELS
-from .partition import SCHEMES, Partition, partition
+from .params import Param
+from .partition import SCHEME_PARAMETERS, SCHEMES, Partition, partition
 from .history import History
 from .simulation import Simulation
 
 __all__ = ["PartitionExplorer", "FedAvgDashboard"]
 
-# which control holds each scheme's own parameter
-SCHEME_PARAMETER = {
-    "iid": None,
-    "shards": "shards_per_client",
-    "dirichlet": "alpha",
-    "label_count": "classes_per_client",
-    "quantity": "sigma",
-}
+# each scheme's own parameter (the first of its table) gets a control
+SCHEME_PARAMETER = {scheme: (params[0].name if params else None)
+                    for scheme, params in SCHEME_PARAMETERS.items()}
+# every algorithm parameter, by name (shared names such as server_lr share one control)
+ALGORITHM_PARAMETERS: dict[str, Param] = {}
+for _params in algorithms.PARAMETERS.values():
+    for _p in _params:
+        ALGORITHM_PARAMETERS.setdefault(_p.name, _p)
 BATCH_SIZES = (10, 20, 50, 100, 200, 600)
 _STYLE = {"description_width": "120px"}
 _RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
@@ -129,40 +130,57 @@ def describe_heterogeneity(p: Partition) -> str:
     )
 
 
-def _partition_controls(*, scheme, num_clients, alpha, shards_per_client, classes_per_client,
-                        sigma, seed, max_num_clients) -> dict:
+def param_control(prm: Param, value=None) -> W.Widget:
+    """A slider for one parameter of a table: logarithmic, integer or linear, as it says."""
+    value = prm.default if value is None else value
+    lo, hi = prm.ui_range
+    kw = dict(description=prm.name, continuous_update=False, style=_STYLE)
+    if prm.log:
+        import math
+        c = W.FloatLogSlider(value=value, base=10, min=math.log10(min(lo, value)),
+                             max=math.log10(max(hi, value)), step=0.05, readout_format=".3g", **kw)
+    elif prm.kind == "int":
+        c = W.IntSlider(value=value, min=min(int(lo), value), max=max(int(hi), value), **kw)
+    else:
+        c = W.FloatSlider(value=value, min=min(lo, value), max=max(hi, value),
+                          step=0.1 if hi - lo > 2 else 0.01, readout_format=".3g", **kw)
+    c.tooltip = prm.doc
+    return c
+
+
+def _partition_controls(*, scheme, num_clients, seed, max_num_clients, **scheme_values) -> dict:
     """The partition's controls: scheme, its parameter, number of clients, seed."""
-    c = {
-        "scheme": W.Dropdown(options=list(SCHEMES), value=scheme, description="scheme",
-                             style=_STYLE),
-        "alpha": W.FloatLogSlider(value=alpha, base=10, min=-2, max=2, step=0.05,
-                                  description="alpha", readout_format=".3g",
-                                  continuous_update=False, style=_STYLE),
-        "shards_per_client": W.IntSlider(value=shards_per_client, min=1,
-                                         max=max(10, shards_per_client),
-                                         description="shards_per_client",
-                                         continuous_update=False, style=_STYLE),
-        "classes_per_client": W.IntSlider(value=classes_per_client, min=1,
-                                          max=max(10, classes_per_client),
-                                          description="classes_per_client",
-                                          continuous_update=False, style=_STYLE),
-        "sigma": W.FloatSlider(value=sigma, min=0.0, max=max(3.0, sigma), step=0.1,
-                               description="sigma", continuous_update=False, style=_STYLE),
-        "num_clients": W.IntSlider(value=num_clients, min=1,
-                                   max=max(max_num_clients, num_clients),
+    c = {"scheme": W.Dropdown(options=list(SCHEMES), value=scheme, description="scheme",
+                              style=_STYLE)}
+    for params in SCHEME_PARAMETERS.values():
+        if params:
+            c[params[0].name] = param_control(params[0], scheme_values.get(params[0].name))
+    c["num_clients"] = W.IntSlider(value=num_clients, min=1, max=max(max_num_clients, num_clients),
                                    description="num_clients", continuous_update=False,
-                                   style=_STYLE),
-        "seed": W.IntText(value=seed, description="seed", style=_STYLE,
-                          layout=W.Layout(width="220px")),
-    }
-    c["alpha"].tooltip = "Dirichlet concentration: small = skewed labels, large = IID"
+                                   style=_STYLE)
+    c["seed"] = W.IntText(value=seed, description="seed", style=_STYLE,
+                          layout=W.Layout(width="220px"))
     return c
 
 
 def _show_scheme_parameter(controls: dict) -> None:
     keep = SCHEME_PARAMETER[controls["scheme"].value]
-    for name in ("alpha", "shards_per_client", "classes_per_client", "sigma"):
-        controls[name].layout.display = None if name == keep else "none"
+    for name in SCHEME_PARAMETER.values():
+        if name is not None:
+            controls[name].layout.display = None if name == keep else "none"
+
+
+def _show_algorithm_parameters(controls: dict, reset: bool = False) -> None:
+    """Show the chosen algorithm's parameters only; ``reset`` puts them at its defaults."""
+    table = {p.name: p for p in algorithms.PARAMETERS[controls["algorithm"].value]}
+    for name in ALGORITHM_PARAMETERS:
+        controls[name].layout.display = None if name in table else "none"
+        if reset and name in table:
+            controls[name].value = table[name].default
+
+
+def _algorithm_params(s: dict) -> dict:
+    return {p.name: s[p.name] for p in algorithms.PARAMETERS[s["algorithm"]]}
 
 
 def _note(h: History, running: bool) -> str:
@@ -350,6 +368,10 @@ class FedAvgDashboard(_Displayable):
         The partition scheme's own parameter (see :func:`partition`).
     compare_iid : bool, default False
         Also train the same settings on an IID partition (drawn dashed).
+    algorithm : str, default "fedavg"
+        One of :data:`fedlab_widgets.algorithms.NAMES`; its parameters get sliders.
+    compare_fedavg : bool, default False
+        Also train the same settings with FedAvg (drawn dashed).
     target : float, optional
         Draw a target accuracy line (e.g. 0.97).
 
@@ -384,12 +406,17 @@ class FedAvgDashboard(_Displayable):
                  num_clients: int = 100, client_fraction: float = 0.1, local_epochs: int = 1,
                  batch_size: int | None = 10, lr: float = 0.05, rounds: int = 20, seed: int = 0,
                  alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
-                 sigma: float = 1.0, compare_iid: bool = False, target: float | None = None):
+                 sigma: float = 1.0, compare_iid: bool = False, algorithm: str = "fedavg",
+                 compare_fedavg: bool = False, target: float | None = None, **algorithm_params):
+        if algorithm not in algorithms.PARAMETERS:
+            raise ValueError(f"algorithm must be one of {', '.join(algorithms.NAMES)}; "
+                             f"got {algorithm!r}")
+        algorithm_params = algorithms.get(algorithm, **algorithm_params).params  # validated
         if train is None or test is None:
             train, test = load_mnist()
         self.train, self.test = train, test
         self.histories: list[History] = []
-        self.baselines: set[int] = set()  # ids of histories that are IID baselines
+        self.baselines: set[int] = set()  # ids of histories that are baselines (dashed)
         self.current: list[History] = []  # histories of the run in progress
         self.last_error: str | None = None
         self.draws = 0
@@ -424,6 +451,12 @@ class FedAvgDashboard(_Displayable):
                                   description="rounds", continuous_update=False, style=_STYLE),
             "compare_iid": W.Checkbox(value=compare_iid, description="compare with IID",
                                       style=_STYLE),
+            "algorithm": W.Dropdown(options=list(algorithms.NAMES), value=algorithm,
+                                    description="algorithm", style=_STYLE),
+            **{name: param_control(prm, algorithm_params.get(name))
+               for name, prm in ALGORITHM_PARAMETERS.items()},
+            "compare_fedavg": W.Checkbox(value=compare_fedavg, description="compare with FedAvg",
+                                         style=_STYLE),
             "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
                                          max=1.0, step=0.01,
                                          description="target (0 = none)", style=_STYLE,
@@ -432,9 +465,14 @@ class FedAvgDashboard(_Displayable):
         self.controls["lr"].tooltip = "client learning rate (> 0)"
         self.controls["compare_iid"].tooltip = (
             "also train the same settings on an IID partition (dashed curve)")
+        self.controls["compare_fedavg"].tooltip = (
+            "also train the same settings with FedAvg (dashed curve)")
         self.controls["scheme"].observe(lambda _: _show_scheme_parameter(self.controls),
                                         names="value")
+        self.controls["algorithm"].observe(
+            lambda _: _show_algorithm_parameters(self.controls, reset=True), names="value")
         _show_scheme_parameter(self.controls)
+        _show_algorithm_parameters(self.controls)
 
         self.run_button = W.Button(description="Run", button_style="success", icon="play",
                                    tooltip="train with the current settings")
@@ -462,9 +500,10 @@ class FedAvgDashboard(_Displayable):
                            c["shards_per_client"], c["classes_per_client"], c["sigma"],
                            c["num_clients"], c["client_fraction"]], layout=col)
         local_box = W.VBox([W.HTML("<b>Local training</b>"), c["model"], c["local_epochs"],
-                            c["batch_size"], c["lr"]], layout=col)
+                            c["batch_size"], c["lr"], W.HTML("<b>Algorithm</b>"), c["algorithm"],
+                            *[c[name] for name in ALGORITHM_PARAMETERS]], layout=col)
         run_box = W.VBox([W.HTML("<b>Run</b>"), c["rounds"], c["seed"], c["compare_iid"],
-                          c["target"]], layout=col)
+                          c["compare_fedavg"], c["target"]], layout=col)
         buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
         self.widget = W.VBox([W.HBox([data_box, local_box, run_box]), buttons, self.status,
                               self.message, self.image])
@@ -484,7 +523,11 @@ class FedAvgDashboard(_Displayable):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
                              f"the settings are {', '.join(self.controls)}")
+        if "algorithm" in values:  # first: switching resets its parameters to their defaults
+            self.controls["algorithm"].value = values["algorithm"]
         for k, v in values.items():
+            if k == "algorithm":
+                continue
             if k == "target" and v is None:
                 v = 0.0
             control = self.controls[k]
@@ -579,15 +622,20 @@ class FedAvgDashboard(_Displayable):
     def _build(self, s: dict) -> list[Simulation]:
         p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
                              **_partition_params(s["scheme"], s))
+        alg = algorithms.get(s["algorithm"], **_algorithm_params(s))
         kw = dict(client_fraction=s["client_fraction"], local_epochs=s["local_epochs"],
                   batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"])
+        sims = [Simulation(s["model"], self.train, self.test, p, algorithm=alg, **kw)]
         self._runs += 1
-        sims = [Simulation(s["model"], self.train, self.test, p, **kw)]
         sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
         if s["compare_iid"] and s["scheme"] != "iid":
             iid = cached_partition(self.train, "iid", s["num_clients"], seed=s["seed"])
-            base = Simulation(s["model"], self.train, self.test, iid, **kw)
+            base = Simulation(s["model"], self.train, self.test, iid, algorithm=alg, **kw)
             base.history.label = f"#{self._runs} IID baseline: {base.default_label()}"
+            sims.append(base)
+        if s["compare_fedavg"] and s["algorithm"] != "fedavg":
+            base = Simulation(s["model"], self.train, self.test, p, algorithm="fedavg", **kw)
+            base.history.label = f"#{self._runs} FedAvg baseline: {base.default_label()}"
             sims.append(base)
         return sims
 
@@ -608,9 +656,11 @@ class FedAvgDashboard(_Displayable):
         if s["compare_iid"] and s["scheme"] == "iid":
             self._show_error("compare with IID: the partition is already IID, so no "
                              "baseline was trained", "warning")
+        if s["compare_fedavg"] and s["algorithm"] == "fedavg":
+            self._show_error("compare with FedAvg: the algorithm is already FedAvg, so no "
+                             "baseline was trained", "warning")
         main = sims[0].history
-        if len(sims) > 1:
-            self.baselines.add(id(sims[1].history))
+        self.baselines.update(id(sim.history) for sim in sims[1:])
         self._sims = sims
         self.current = [sim.history for sim in sims]
         gens = [sim.rounds(n) for sim in sims]

@@ -161,3 +161,42 @@ def test_compare_iid_adds_a_dashed_baseline(dashboard):
     styles = {line.get_label(): line.get_linestyle()
               for line in dashboard.make_figure().axes[0].get_lines()}
     assert styles[base.label] == "--" and styles[main.label] == "-"
+
+
+def test_algorithm_dropdown_shows_its_parameters_and_labels_the_run(dashboard):
+    c = dashboard.controls
+    shown = lambda: {n for n in ("mu", "server_lr", "momentum", "beta1", "beta2", "tau")  # noqa: E731
+                     if c[n].layout.display is None}
+    assert c["algorithm"].value == "fedavg" and shown() == set()
+    c["algorithm"].value = "fedprox"                       # as a learner picks it
+    assert shown() == {"mu"} and c["mu"].value == pytest.approx(0.01)
+    c["algorithm"].value = "fedadagrad"
+    assert shown() == {"server_lr", "beta1", "tau"}
+    c["algorithm"].value = "fedavgm"                        # shared control, its own default
+    assert shown() == {"server_lr", "momentum"} and c["server_lr"].value == pytest.approx(1.0)
+    dashboard.update(algorithm="fedprox", mu=0.1, rounds=1)
+    h = dashboard.run(blocking=True)
+    assert h.config["algorithm"] == "fedprox" and h.config["algorithm_params"]["mu"] == pytest.approx(0.1)
+    assert h.label.startswith("#1 fedprox(mu=0.1)")
+
+
+def test_compare_fedavg_adds_a_dashed_fedavg_baseline(dashboard):
+    dashboard.update(scheme="shards", algorithm="scaffold", compare_fedavg=True, rounds=2)
+    h = dashboard.run(blocking=True)
+    main, base = dashboard.histories
+    assert main is h and main.config["algorithm"] == "scaffold"
+    assert base.config["algorithm"] == "fedavg" and "FedAvg baseline" in base.label
+    assert base.config["partition_fingerprint"] == main.config["partition_fingerprint"]
+    styles = {line.get_label(): line.get_linestyle()
+              for line in dashboard.make_figure().axes[0].get_lines()}
+    assert styles[base.label] == "--" and styles[main.label] == "-"
+    dashboard.update(algorithm="fedavg")
+    dashboard.run(blocking=True)
+    assert "already FedAvg" in dashboard.message.value
+
+
+def test_bad_algorithm_settings_in_the_constructor(train, test_set):
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        FedAvgDashboard(train, test_set, algorithm="fedsgd")
+    with pytest.raises(ValueError, match="mu must be a number from 0 to 10"):
+        FedAvgDashboard(train, test_set, algorithm="fedprox", mu=-1)

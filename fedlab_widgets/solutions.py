@@ -1,0 +1,23 @@
+"""Reference solutions to the notebooks' exercises.
+
+An exercise cell ships blank (``my_answer = None``); its check cell runs the
+learner's answer when there is one and this module's solution otherwise
+(``my_answer or solutions.x``), so that the notebook still runs top to bottom and
+CI checks the real solution. The notebook shows the same solution in a collapsed
+block. Read it only after trying.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["server_momentum_step"]
+
+
+# -- 06-client-drift-remedies ------------------------------------------------------------------
+def server_momentum_step(delta: torch.Tensor, ctx) -> torch.Tensor:
+    """Exercise 06.1: heavy-ball server momentum with beta = 0.9 (FedAvgM at server lr 1)."""
+    v = ctx.state.get("velocity")
+    v = delta.clone() if v is None else 0.9 * v + delta
+    ctx.state["velocity"] = v
+    return v
