@@ -42,7 +42,7 @@ import dataclasses
 import time
 
 from fedlab_widgets import Simulation, load_mnist, partition
-from fedlab_widgets.simulation import ENGINES
+from fedlab_widgets.engines import ENGINES
 
 __all__ = ["PAPER_ROUNDS", "LR_GRID", "CHOSEN_LR", "TARGET", "rounds_to_target", "main"]
 
