@@ -40,6 +40,8 @@ class RoundRecord:
     seconds: float
     samples: int = 0  # training samples processed this round (sizes x local_epochs)
     update_norm: float = float("nan")
+    attack_success: float = float("nan")  # backdoor: triggered test images classified as target
+    attackers: int = 0  # malicious clients among the sampled ones
 
 
 @dataclass
@@ -84,6 +86,11 @@ class History:
     def update_norm(self) -> np.ndarray:
         """Mean L2 norm of the client updates, per round."""
         return self._array("update_norm")
+
+    @property
+    def attack_success(self) -> np.ndarray:
+        """A backdoor's attack success rate per round (NaN without one)."""
+        return self._array("attack_success")
 
     @property
     def seconds(self) -> np.ndarray:
@@ -151,7 +158,7 @@ class History:
         try:
             d = json.loads(path.read_text())
             for r in d["records"]:
-                for k in ("accuracy", "loss", "train_loss", "update_norm"):
+                for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success"):
                     if r.get(k) is None:
                         r[k] = float("nan")
             return cls.from_dict(d)

@@ -44,11 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import algorithms as _algorithms
+from . import attacks as _attacks
 from .algorithms import Algorithm, ClientStore, RoundContext
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
 from .models import as_model, count_parameters
 from .partition import Partition
+from .seeds import _generator
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps"]
 
@@ -83,15 +85,6 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 256) -> tuple[float
     return correct / n, total_loss / n
 
 
-def _seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (stable across runs and processes)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def _generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*parts))
-
-
 class Simulation:
     """A federated simulation: a global model, clients holding a partition, a round loop.
 
@@ -119,6 +112,9 @@ class Simulation:
         :data:`fedlab_widgets.algorithms.NAMES` (its default parameters) or an
         :class:`~fedlab_widgets.algorithms.Algorithm` from
         :func:`fedlab_widgets.algorithms.get`.
+    attack : str or Attack, optional
+        Malicious clients (:func:`fedlab_widgets.attacks.get`): a fraction of the
+        clients, chosen once from ``seed``, attack whenever they are sampled.
     seed : int, default 0
     eval_every : int, default 1
         Evaluate the global model on the test set every this many rounds (and on
@@ -148,8 +144,8 @@ class Simulation:
 
     def __init__(self, model, train, test, partition: Partition, *, client_fraction: float = 0.1,
                  local_epochs: int = 1, batch_size: int | None = 10, lr: float = 0.1,
-                 algorithm: str | Algorithm | None = None, seed: int = 0, eval_every: int = 1,
-                 engine: str = "auto", num_threads: int | None = 1):
+                 algorithm: str | Algorithm | None = None, attack=None, seed: int = 0,
+                 eval_every: int = 1, engine: str = "auto", num_threads: int | None = 1):
         self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
                                              "in (0, 1]", lo_open=True)
         self.local_epochs = _check_int("local_epochs", local_epochs, 1)
@@ -166,6 +162,7 @@ class Simulation:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1; got {seed!r}")
         self.seed = int(seed)
         self.algorithm = _algorithms.resolve(algorithm)
+        self.attack = _attacks.resolve(attack)
         if not isinstance(partition, Partition):
             raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
                              f"got {type(partition).__name__}")
@@ -181,6 +178,9 @@ class Simulation:
         self.num_parameters = count_parameters(self.global_model)
         self.num_clients = partition.num_clients
         self.clients_per_round = max(round(self.client_fraction * self.num_clients), 1)
+        self.algorithm.validate(self.clients_per_round)
+        self.malicious = frozenset() if self.attack is None else \
+            self.attack.choose(self.num_clients, self.seed)
         self.layout = FlatLayout(self.global_model)
         self.engine_name = engine
         self.engine = get_engine(engine, self.global_model, train)
@@ -202,14 +202,17 @@ class Simulation:
             "num_clients": self.num_clients, "client_fraction": self.client_fraction,
             "clients_per_round": self.clients_per_round, "local_epochs": self.local_epochs,
             "batch_size": self.batch_size, "lr": self.lr, **self.algorithm.config(),
+            **({} if self.attack is None else {**self.attack.config(),
+                                               "malicious_clients": sorted(self.malicious)}),
             "seed": self.seed, "engine": self.engine.name, "num_threads": self.num_threads,
             "num_parameters": self.num_parameters,
         }
 
     def default_label(self) -> str:
         b = "inf" if self.batch_size is None else self.batch_size
+        attack = "" if self.attack is None else f", {self.attack.label()}"
         return (f"{self.algorithm.label()}, {self.model_name}, {self.partition.label()}, "
-                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}")
+                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}{attack}")
 
     # -- randomness shared by all engines ----------------------------------------------
     def sample_clients(self, round_: int) -> list[int]:
@@ -294,12 +297,16 @@ class Simulation:
                                total_samples=self.total_samples, state=self.server_state,
                                store=self.client_store, seed=self.seed)
             rule = alg.local_rule(schedule.clients, ctx)
+            if self.attack is not None:
+                rule = self.attack.local_rule(rule, schedule.clients, self.malicious, self.train)
             updates = self.engine.train_clients(x, schedule, lr=self.lr, rule=rule)
             p = updates.weight / updates.weight.sum()
             train_loss = float((p * updates.loss).sum())
             update_norm = float(updates.delta.norm(dim=1).double().mean())
             finite = math.isfinite(train_loss) and math.isfinite(update_norm)
             if finite:
+                if self.attack is not None:
+                    updates = self.attack.client_step(updates, ctx, self.malicious)
                 updates = alg.client_steps(updates, ctx)
                 delta = alg.server_steps(alg.aggregate(updates), ctx)
                 x_new = alg.server_update(x, delta, ctx)
@@ -307,6 +314,8 @@ class Simulation:
             if finite:
                 torch._foreach_copy_(params, self.layout.views(x_new))
             acc, loss = self.evaluate() if finite and evaluate else (float("nan"), float("nan"))
+            asr = self.attack.success_rate(self.global_model, self.test) \
+                if finite and evaluate and self.attack is not None else float("nan")
         if not finite:
             # keep the last good global model so that the simulation stays usable
             what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
@@ -319,7 +328,9 @@ class Simulation:
         return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
                            clients=clients, bytes_down=payload, bytes_up=payload,
                            seconds=time.perf_counter() - t0,
-                           samples=int(sizes.sum()) * self.local_epochs, update_norm=update_norm)
+                           samples=int(sizes.sum()) * self.local_epochs, update_norm=update_norm,
+                           attack_success=asr,
+                           attackers=sum(k in self.malicious for k in clients))
 
     def run(self, rounds: int, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:

@@ -36,12 +36,14 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..params import Param, check_params
-from .aggregators import AGGREGATORS, fednova, weighted_mean
+from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS, fednova, weighted_mean
 from .base import Algorithm, ClientStore, RoundContext
+from .robust import krum, median, multikrum, norm_clip, trimmed_mean
 from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
 
 __all__ = ["NAMES", "PARAMETERS", "get", "Algorithm", "RoundContext", "ClientStore",
-           "weighted_mean", "fednova", "AGGREGATORS", "ServerOptimizer", "ServerSGD",
+           "weighted_mean", "fednova", "median", "trimmed_mean", "krum", "multikrum", "norm_clip",
+           "AGGREGATORS", "AGGREGATOR_PARAMETERS", "ServerOptimizer", "ServerSGD",
            "ServerAdaptive"]
 
 
@@ -82,14 +84,17 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
     name : str
         One of :data:`NAMES`.
     aggregator : str or callable, optional
-        Replace the weighted mean (``"mean"``, ``"fednova"`` or your function of the
-        updates). Not for ``fednova``, whose normalised mean is the algorithm.
+        Replace the weighted mean: a name from :data:`AGGREGATORS` (the robust ones:
+        ``"median"``, ``"trimmed_mean"``, ``"krum"``, ``"multikrum"``, ``"norm_clip"``)
+        or your function of the updates. Not for ``fednova``, whose normalised mean is
+        the algorithm.
     client_steps, server_steps : list of callables, optional
         Extra steps on the updates (``step(updates, ctx)``) or on the aggregated
         update (``step(delta, ctx)``), run after the algorithm's own.
     **params
-        The algorithm's parameters (see :data:`PARAMETERS`); missing ones take
-        their defaults.
+        The algorithm's parameters (see :data:`PARAMETERS`) and the named
+        aggregator's (see :data:`AGGREGATOR_PARAMETERS`: ``trim_ratio``,
+        ``num_byzantine``, ``max_norm``); missing ones take their defaults.
 
     Raises
     ------
@@ -105,13 +110,21 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
     """
     if name not in PARAMETERS:
         raise ValueError(f"algorithm must be one of {', '.join(NAMES)}; got {name!r}")
-    p = check_params(f"algorithm {name!r}", PARAMETERS[name], params)
+    agg_table = AGGREGATOR_PARAMETERS.get(aggregator, ()) if isinstance(aggregator, str) else ()
+    agg_names = {q.name for q in agg_table}
+    p = check_params(f"algorithm {name!r}" + (f" with aggregator {aggregator!r}"
+                                              if isinstance(aggregator, str) else ""),
+                     PARAMETERS[name] + tuple(agg_table), params)
+    agg_params = {k: v for k, v in p.items() if k in agg_names}
+    p = {k: v for k, v in p.items() if k not in agg_names}
     kw: dict = dict(client_steps=client_steps, server_steps=server_steps)
     if aggregator is not None:
         if name == "fednova":
             raise ValueError("aggregator does not apply to fednova: its normalised mean "
                              "is the algorithm")
         kw["aggregator"] = aggregator
+        if isinstance(aggregator, str):
+            kw["aggregator_params"] = agg_params
     if name == "fedprox":
         kw["mu"] = p["mu"]
     elif name == "scaffold":

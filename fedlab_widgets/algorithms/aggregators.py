@@ -10,7 +10,7 @@ import torch
 
 from ..engines.base import ClientUpdates
 
-__all__ = ["weighted_mean", "fednova", "AGGREGATORS"]
+__all__ = ["weighted_mean", "fednova", "AGGREGATORS", "AGGREGATOR_PARAMETERS"]
 
 
 def weighted_mean(updates: ClientUpdates) -> torch.Tensor:
@@ -52,4 +52,11 @@ def fednova(updates: ClientUpdates) -> torch.Tensor:
     return coef @ updates.delta
 
 
-AGGREGATORS = {"mean": weighted_mean, "fednova": fednova}
+from . import robust  # noqa: E402
+
+#: name -> function(updates, **params); the robust ones are in :mod:`.robust`
+AGGREGATORS = {"mean": weighted_mean, "fednova": fednova, "median": robust.median,
+               "trimmed_mean": robust.trimmed_mean, "krum": robust.krum,
+               "multikrum": robust.multikrum, "norm_clip": robust.norm_clip}
+#: each aggregator's parameters (name, default, range, scale)
+AGGREGATOR_PARAMETERS = {"mean": (), "fednova": (), **robust.ROBUST_PARAMETERS}

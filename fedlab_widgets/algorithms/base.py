@@ -18,13 +18,16 @@ client). A step is a plain function: ``client_step(updates, ctx) -> updates``,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from ..engines.base import ClientUpdates, LocalRule
-from .aggregators import AGGREGATORS
+from ..params import check_params
+from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
+from .robust import check_clients
 from .scaffold import ControlVariates
 from .server_optimizers import ServerOptimizer, ServerSGD
 
@@ -136,8 +139,11 @@ class Algorithm:
         SCAFFOLD: correct every local gradient by ``c - c_k`` and update the control
         variates after local training (Karimireddy et al. 2020, option II).
     aggregator : str or callable, default "mean"
-        ``"mean"`` (FedAvg's weighted mean), ``"fednova"`` (Wang et al. 2020), or a
-        function ``aggregator(updates) -> delta [D]``.
+        ``"mean"`` (FedAvg's weighted mean), ``"fednova"`` (Wang et al. 2020), a robust
+        aggregator (``"median"``, ``"trimmed_mean"``, ``"krum"``, ``"multikrum"``,
+        ``"norm_clip"``: see :mod:`.robust`), or a function ``aggregator(updates) -> delta [D]``.
+    aggregator_params : dict, optional
+        The named aggregator's parameters (``trim_ratio``, ``num_byzantine``, ``max_norm``).
     client_steps : list of callables, optional
         ``step(updates, ctx) -> updates``, applied in order after local training.
     server_steps : list of callables, optional
@@ -158,19 +164,30 @@ class Algorithm:
 
     def __init__(self, name: str = "custom", *, params: dict | None = None, mu: float = 0.0,
                  control_variates: bool = False,
-                 aggregator: str | Callable = "mean", client_steps: Sequence[Callable] = (),
+                 aggregator: str | Callable = "mean", aggregator_params: dict | None = None,
+                 client_steps: Sequence[Callable] = (),
                  server_steps: Sequence[Callable] = (),
                  server_optimizer: ServerOptimizer | None = None):
         self.name = name
         self.params = dict(params or {})
         self.mu = float(mu)
         self.scaffold = ControlVariates() if control_variates else None
+        self.aggregator_params: dict = {}
         if isinstance(aggregator, str):
             if aggregator not in AGGREGATORS:
                 raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)} or a "
                                  f"function of the updates; got {aggregator!r}")
-            self.aggregator_name, self.aggregator = aggregator, AGGREGATORS[aggregator]
+            self.aggregator_params = check_params(f"aggregator {aggregator!r}",
+                                                  AGGREGATOR_PARAMETERS[aggregator],
+                                                  aggregator_params or {})
+            fn = AGGREGATORS[aggregator]
+            self.aggregator_name = aggregator
+            self.aggregator = functools.partial(fn, **self.aggregator_params) \
+                if self.aggregator_params else fn
         elif callable(aggregator):
+            if aggregator_params:
+                raise ValueError("aggregator_params are for a named aggregator; bind your "
+                                 "function's own parameters yourself")
             self.aggregator_name, self.aggregator = _named(aggregator), aggregator
         else:
             raise ValueError(f"aggregator must be a name or a function; got {aggregator!r}")
@@ -180,6 +197,11 @@ class Algorithm:
         self.client_steps_list = list(client_steps)
         self.server_steps_list = list(server_steps)
         self.server_optimizer = server_optimizer or ServerSGD(lr=1.0)
+
+    def validate(self, clients_per_round: int) -> None:
+        """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""
+        if self.aggregator_name in AGGREGATOR_PARAMETERS:
+            check_clients(self.aggregator_name, self.aggregator_params, clients_per_round)
 
     # -- what the round calls ---------------------------------------------------------------
     def local_rule(self, clients: Sequence[int], ctx: RoundContext) -> LocalRule:
@@ -215,13 +237,15 @@ class Algorithm:
         ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
         extra = [_named(s) for s in self.client_steps_list + self.server_steps_list]
         if self.aggregator_name not in ("mean", "fednova"):
-            extra.insert(0, f"aggregator={self.aggregator_name}")
+            extra[:0] = [f"aggregator={self.aggregator_name}"] + [
+                f"{k}={v:g}" for k, v in self.aggregator_params.items()]
         inner = ", ".join(x for x in [ps] + extra if x)
         return f"{self.name}({inner})" if inner else self.name
 
     def config(self) -> dict:
         return {"algorithm": self.name, "algorithm_params": dict(self.params),
                 "aggregator": self.aggregator_name,
+                "aggregator_params": dict(self.aggregator_params),
                 "client_steps": [_named(s) for s in self.client_steps_list],
                 "server_steps": [_named(s) for s in self.server_steps_list]}
 

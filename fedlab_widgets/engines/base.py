@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -135,6 +136,12 @@ class LocalRule:
     * ``correction`` (``[M, D]``, one row per schedule row, or None) is SCAFFOLD's
       ``c - c_k``.
 
+    ``transform`` (or None) changes what a client trains on: engines call
+    ``transform(rows, idx, x, y) -> (x, y)`` on every minibatch right after
+    gathering it, with ``rows`` the slice of schedule rows in the batch, ``idx``
+    ``[m, b]`` the sample indices, ``x`` ``[m, b, ...]`` the images and ``y``
+    ``[m, b]`` the labels (an attacker's label flips and backdoor triggers).
+
     ``LocalRule()`` is plain SGD (FedAvg). Engines call :meth:`correct_` after
     computing the gradients at ``w`` and before adding them, so that both terms
     are evaluated at the same point.
@@ -142,10 +149,11 @@ class LocalRule:
 
     mu: float = 0.0
     correction: torch.Tensor | None = None
+    transform: Callable | None = None
 
     @property
-    def plain(self) -> bool:
-        return self.mu == 0.0 and self.correction is None
+    def has_correction(self) -> bool:
+        return self.mu != 0.0 or self.correction is not None
 
     def correct_(self, w: list[torch.Tensor], x: list[torch.Tensor],
                  c: list[torch.Tensor] | None, lr: float) -> None:

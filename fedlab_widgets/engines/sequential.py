@@ -15,20 +15,27 @@ __all__ = ["SequentialEngine", "sgd_steps"]
 
 def sgd_steps(model: nn.Module, params: list[torch.Tensor], dataset, batches, *,
               lr: float, rule: LocalRule | None = None, x: list[torch.Tensor] | None = None,
-              correction: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+              correction: list[torch.Tensor] | None = None, row: int = 0) -> list[torch.Tensor]:
     """SGD (no momentum) on ``model``, one step per index tensor in ``batches``.
 
     The optimiser of a FedAvg client, and of the centralised baseline: each step
     minimises its minibatch's mean cross-entropy; ``params`` are updated in place.
     With a :class:`LocalRule`, its correction (evaluated at the same point as the
     gradient, against the global parameters ``x`` and the client's ``correction``
-    row) is added to every step. Returns the (detached) minibatch losses.
+    row) is added to every step, and its ``transform`` (for schedule row ``row``)
+    applied to every minibatch. Returns the (detached) minibatch losses.
     """
     losses = []
-    correct = rule is not None and not rule.plain
+    correct = rule is not None and rule.has_correction
+    transform = None if rule is None else rule.transform
+    rows = slice(row, row + 1)
     for batch in batches:
+        xb, yb = dataset.images[batch], dataset.labels[batch]
+        if transform is not None:
+            xb, yb = transform(rows, batch[None], xb[None], yb[None])
+            xb, yb = xb[0], yb[0]
         with torch.enable_grad():
-            loss = F.cross_entropy(model(dataset.images[batch]), dataset.labels[batch])
+            loss = F.cross_entropy(model(xb), yb)
             grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             if correct:
@@ -67,7 +74,7 @@ class SequentialEngine:
                 torch._foreach_copy_(self.params, xs)
             c = None if rule.correction is None else layout.views(rule.correction[row])
             losses = sgd_steps(self.worker, self.params, self.train, schedule.batches(row),
-                               lr=lr, rule=rule, x=xs, correction=c)
+                               lr=lr, rule=rule, x=xs, correction=c, row=row)
             loss[row] = float(torch.stack(losses).double().mean())
             with torch.no_grad():
                 torch.sub(layout.flatten(self.params), x, out=delta[row])

@@ -228,7 +228,8 @@ class VectorizedEngine:
         images, labels = self.train.images, self.train.labels
         loss_sum = torch.zeros(M, dtype=torch.float64)
         step = self._step_mlp if self.mlp else self._step_vmap
-        plain = rule.plain
+        plain = not rule.has_correction
+        transform = rule.transform
         corr = None if rule.correction is None else self.layout.views(rule.correction)
 
         def corrector(lo, hi):
@@ -246,14 +247,22 @@ class VectorizedEngine:
                 Pm = [p[lo:hi] for p in P]
                 if not self.mlp and b >= self.loop_min_batch:
                     ixs = [plan.idx[i, t, :plan.count[i][t]] for i in range(lo, hi)]
-                    loss = self._step_loop(Pm, [images.index_select(0, ix) for ix in ixs],
-                                           [labels.index_select(0, ix) for ix in ixs], lr,
-                                           corrector(lo, hi))
+                    xs = [images.index_select(0, ix) for ix in ixs]
+                    ys = [labels.index_select(0, ix) for ix in ixs]
+                    if transform is not None:
+                        for j, i in enumerate(range(lo, hi)):
+                            xj, yj = transform(slice(i, i + 1), ixs[j][None], xs[j][None],
+                                               ys[j][None])
+                            xs[j], ys[j] = xj[0], yj[0]
+                    loss = self._step_loop(Pm, xs, ys, lr, corrector(lo, hi))
                 else:
                     m = hi - lo
-                    flat_ix = plan.idx[lo:hi, t, :b].reshape(-1)
+                    ix = plan.idx[lo:hi, t, :b]
+                    flat_ix = ix.reshape(-1)
                     xb = images.index_select(0, flat_ix).view(m, b, *images.shape[1:])
                     yb = labels.index_select(0, flat_ix).view(m, b)
+                    if transform is not None:
+                        xb, yb = transform(slice(lo, hi), ix, xb, yb)
                     loss = step(Pm, xb, yb, plan.w[lo:hi, t, :b], lr, corrector(lo, hi))
                 loss_sum[lo:hi] += loss
         for p, g, d in zip(P, xl, self.layout.views(delta)):
