@@ -55,8 +55,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_table_args(group, tables: dict, what: str) -> None:
-    """One flag per parameter name in ``tables`` (scheme or algorithm -> Params)."""
+def _add_table_args(group, tables: dict, what: str, prefix: str = "") -> None:
+    """One flag per parameter name in ``tables`` (scheme or algorithm -> Params).
+
+    ``prefix`` keeps names apart that clash with other flags (the attack's
+    ``fraction`` is ``--attack-fraction``, not the clients' ``--fraction``).
+    """
     owners: dict[str, list[str]] = {}
     first = {}
     for owner, params in tables.items():
@@ -66,21 +70,22 @@ def _add_table_args(group, tables: dict, what: str) -> None:
     for name, prm in first.items():
         defaults = ", ".join(f"{o} {next(q for q in tables[o] if q.name == name).default:g}"
                              for o in owners[name])
-        group.add_argument(_flag(name), dest=name, default=None,
+        group.add_argument(_flag(prefix + name), dest=prefix + name, default=None,
                            type=int if prm.kind == "int" else float,
                            help=f"{prm.doc} ({what} {', '.join(owners[name])}; "
                                 f"{prm.range_text()}; default: {defaults})")
 
 
-def _table_params(args, tables: dict, chosen: str, option: str) -> dict:
+def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: str = "") -> dict:
     """The flags given for ``chosen``; an error names a flag that does not apply to it."""
     names = {prm.name for params in tables.values() for prm in params}
-    given = {k: getattr(args, k) for k in sorted(names) if getattr(args, k, None) is not None}
-    valid = {prm.name for prm in tables[chosen]}
+    given = {k: getattr(args, prefix + k) for k in sorted(names)
+             if getattr(args, prefix + k, None) is not None}
+    valid = {prm.name for prm in tables[chosen]} if chosen is not None else set()
     extra = sorted(set(given) - valid)
     if extra:
-        raise ValueError(f"{', '.join(_flag(k) for k in extra)} does not apply to "
-                         f"{option} {chosen}")
+        raise ValueError(f"{', '.join(_flag(prefix + k) for k in extra)} does not apply to "
+                         f"{option} {chosen or 'none'}")
     return given
 
 
@@ -121,12 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a folder; made if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    from .algorithms import NAMES, PARAMETERS
+    from . import attacks
+    from .algorithms import AGGREGATOR_PARAMETERS, NAMES, PARAMETERS
 
     a = run.add_argument_group("algorithm")
     a.add_argument("--algorithm", choices=NAMES, default="fedavg",
                    help="what the server does with the client updates (default: fedavg)")
     _add_table_args(a, PARAMETERS, "--algorithm")
+    a.add_argument("--aggregator", choices=list(AGGREGATOR_PARAMETERS), default=None,
+                   help="replace the weighted mean, e.g. by a robust aggregator (default: the "
+                        "algorithm's own)")
+    _add_table_args(a, AGGREGATOR_PARAMETERS, "--aggregator")
+    t = run.add_argument_group("attack")
+    t.add_argument("--attack", choices=attacks.NAMES, default=None,
+                   help="make a fraction of the clients malicious (default: none)")
+    _add_table_args(t, attacks.PARAMETERS, "--attack", prefix="attack_")
 
     part = sub.add_parser("partition", help="summarise a partition's heterogeneity",
                           description="Partition the training set and print how non-IID it is.")
@@ -173,9 +187,17 @@ def _cmd_run(args) -> int:
     from .simulation import Simulation, _check_int
 
     # everything that can be checked is checked before the data are loaded and trained on
+    from . import attacks
+
     params = _scheme_params(args)
-    alg = algorithms.get(args.algorithm, **_table_params(args, algorithms.PARAMETERS,
-                                                         args.algorithm, "--algorithm"))
+    agg = {} if args.aggregator is None else {"aggregator": args.aggregator}
+    alg = algorithms.get(args.algorithm, **agg,
+                         **_table_params(args, algorithms.PARAMETERS, args.algorithm, "--algorithm"),
+                         **_table_params(args, algorithms.AGGREGATOR_PARAMETERS,
+                                         args.aggregator or "mean", "--aggregator"))
+    attack_params = _table_params(args, attacks.PARAMETERS, args.attack, "--attack",
+                                  prefix="attack_")
+    attack = None if args.attack is None else attacks.get(args.attack, **attack_params)
     _check_int("rounds", args.rounds, 1)
     if args.target is not None and not (0 < args.target <= 1 and math.isfinite(args.target)):
         raise ValueError(f"--target must be a number in (0, 1]; got {args.target}")
@@ -188,7 +210,7 @@ def _cmd_run(args) -> int:
     p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
                      local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                     algorithm=alg, seed=args.seed, eval_every=args.eval_every, engine=args.engine,
+                     algorithm=alg, attack=attack, seed=args.seed, eval_every=args.eval_every, engine=args.engine,
                      num_threads=args.threads or None)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
           f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
@@ -198,6 +220,8 @@ def _cmd_run(args) -> int:
     print(f"final accuracy {h.final_accuracy:.4f} after {len(h)} rounds "
           f"(best {h.best_accuracy:.4f}), {secs:.1f} s, "
           f"{h.bytes_total[-1] / 1e6:.1f} MB communicated")
+    if attack is not None and attack.name == "backdoor":
+        print(f"backdoor attack success rate {h.attack_success[-1]:.4f}")
     if args.target is not None:
         r = h.rounds_to(args.target)
         print(f"rounds to {args.target:g}: {r if r is not None else f'not reached in {len(h)}'}")

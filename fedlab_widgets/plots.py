@@ -20,6 +20,8 @@ _METRICS = {
     "accuracy": "global test accuracy",
     "loss": "global test loss",
     "train_loss": "mean client training loss",
+    "update_norm": "mean client update norm",
+    "attack_success": "backdoor attack success rate",
 }
 
 
@@ -153,7 +155,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     ----------
     histories : History, list of History, or dict label -> History
         Runs to draw; a list uses each history's ``label``.
-    metric : {"accuracy", "loss", "train_loss"}
+    metric : {"accuracy", "loss", "train_loss", "update_norm", "attack_success"}
     ax : matplotlib Axes, optional
     target : float, optional
         Draw a horizontal target line (e.g. 0.97) and mark where each run reaches it.
@@ -190,7 +192,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
         ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
     ax.set_xlabel("communication round" if x == "round" else "megabytes communicated")
     ax.set_ylabel(_METRICS[metric])
-    if metric == "accuracy":
+    if metric in ("accuracy", "attack_success"):
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
     ax.grid(True, alpha=0.3)
     if title:

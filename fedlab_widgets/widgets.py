@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import algorithms, plots
+from . import algorithms, attacks, plots
 from .datasets import load_mnist
 from .models import MODELS
 from .params import Param
@@ -37,11 +37,26 @@ __all__ = ["PartitionExplorer", "FedAvgDashboard"]
 # each scheme's own parameter (the first of its table) gets a control
 SCHEME_PARAMETER = {scheme: (params[0].name if params else None)
                     for scheme, params in SCHEME_PARAMETERS.items()}
-# every algorithm parameter, by name (shared names such as server_lr share one control)
-ALGORITHM_PARAMETERS: dict[str, Param] = {}
-for _params in algorithms.PARAMETERS.values():
-    for _p in _params:
-        ALGORITHM_PARAMETERS.setdefault(_p.name, _p)
+
+
+def _union(tables: dict, prefix: str = "") -> dict[str, Param]:
+    """Every parameter of a set of tables, by (prefixed) name; shared names share a control."""
+    out: dict[str, Param] = {}
+    for params in tables.values():
+        for prm in params:
+            out.setdefault(prefix + prm.name, prm)
+    return out
+
+
+ALGORITHM_PARAMETERS = _union(algorithms.PARAMETERS)
+# the aggregators a dashboard offers (fednova's normalised mean is an algorithm of its own)
+AGGREGATORS = tuple(a for a in algorithms.AGGREGATOR_PARAMETERS if a != "fednova")
+AGGREGATOR_PARAMETERS = _union({a: algorithms.AGGREGATOR_PARAMETERS[a] for a in AGGREGATORS})
+ATTACK_PARAMETERS = _union(attacks.PARAMETERS, prefix="attack_")
+# (chooser control, its table, prefix of its parameters' controls)
+_CHOOSERS = (("algorithm", algorithms.PARAMETERS, ALGORITHM_PARAMETERS, ""),
+             ("aggregator", algorithms.AGGREGATOR_PARAMETERS, AGGREGATOR_PARAMETERS, ""),
+             ("attack", attacks.PARAMETERS, ATTACK_PARAMETERS, "attack_"))
 BATCH_SIZES = (10, 20, 50, 100, 200, 600)
 _STYLE = {"description_width": "120px"}
 _RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
@@ -170,17 +185,37 @@ def _show_scheme_parameter(controls: dict) -> None:
             controls[name].layout.display = None if name == keep else "none"
 
 
-def _show_algorithm_parameters(controls: dict, reset: bool = False) -> None:
-    """Show the chosen algorithm's parameters only; ``reset`` puts them at its defaults."""
-    table = {p.name: p for p in algorithms.PARAMETERS[controls["algorithm"].value]}
-    for name in ALGORITHM_PARAMETERS:
+def _show_chosen_parameters(controls: dict, chooser: str, reset: bool = False) -> None:
+    """Show the parameters of what ``chooser`` (algorithm, aggregator, attack) selects, only;
+    ``reset`` puts them at its defaults."""
+    _, tables, union, prefix = next(c for c in _CHOOSERS if c[0] == chooser)
+    chosen = controls[chooser].value
+    table = {prefix + p.name: p for p in (tables[chosen] if chosen is not None else ())}
+    for name in union:
         controls[name].layout.display = None if name in table else "none"
         if reset and name in table:
             controls[name].value = table[name].default
 
 
-def _algorithm_params(s: dict) -> dict:
-    return {p.name: s[p.name] for p in algorithms.PARAMETERS[s["algorithm"]]}
+def _chosen_params(s: dict, chooser: str) -> dict:
+    """The parameter values of what ``chooser`` selects in settings ``s`` (unprefixed names)."""
+    _, tables, _, prefix = next(c for c in _CHOOSERS if c[0] == chooser)
+    chosen = s[chooser]
+    if chosen is not None and chosen not in tables:
+        raise ValueError(f"{chooser} must be one of {', '.join(tables)}; got {chosen!r}")
+    return {} if chosen is None else {p.name: s[prefix + p.name] for p in tables[chosen]}
+
+
+def make_algorithm(s: dict):
+    """The :class:`~fedlab_widgets.algorithms.Algorithm` that settings ``s`` describe."""
+    agg = {} if s["aggregator"] == "mean" else {"aggregator": s["aggregator"],
+                                                **_chosen_params(s, "aggregator")}
+    return algorithms.get(s["algorithm"], **agg, **_chosen_params(s, "algorithm"))
+
+
+def make_attack(s: dict):
+    """The :class:`~fedlab_widgets.attacks.Attack` that settings ``s`` describe, or None."""
+    return None if s["attack"] is None else attacks.get(s["attack"], **_chosen_params(s, "attack"))
 
 
 def _note(h: History, running: bool) -> str:
@@ -370,8 +405,19 @@ class FedAvgDashboard(_Displayable):
         Also train the same settings on an IID partition (drawn dashed).
     algorithm : str, default "fedavg"
         One of :data:`fedlab_widgets.algorithms.NAMES`; its parameters get sliders.
+    aggregator : str, default "mean"
+        The algorithm's aggregate, or a robust aggregator (``"median"``,
+        ``"trimmed_mean"``, ``"krum"``, ``"multikrum"``, ``"norm_clip"``).
+    attack : str or None, default None
+        Malicious clients (:data:`fedlab_widgets.attacks.NAMES`); the plot adds a
+        backdoor's attack success rate (dotted).
     compare_fedavg : bool, default False
-        Also train the same settings with FedAvg (drawn dashed).
+        Also train the same settings with plain FedAvg (weighted mean; the same
+        attack, if any), drawn dashed.
+    **params
+        The chosen algorithm's, aggregator's and attack's parameters (``mu``,
+        ``server_lr``, ..., ``trim_ratio``, ``num_byzantine``, ``max_norm``, and the
+        attack's with an ``attack_`` prefix: ``attack_fraction``, ``attack_scale``, ...).
     target : float, optional
         Draw a target accuracy line (e.g. 0.97).
 
@@ -407,11 +453,21 @@ class FedAvgDashboard(_Displayable):
                  batch_size: int | None = 10, lr: float = 0.05, rounds: int = 20, seed: int = 0,
                  alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
                  sigma: float = 1.0, compare_iid: bool = False, algorithm: str = "fedavg",
-                 compare_fedavg: bool = False, target: float | None = None, **algorithm_params):
-        if algorithm not in algorithms.PARAMETERS:
-            raise ValueError(f"algorithm must be one of {', '.join(algorithms.NAMES)}; "
-                             f"got {algorithm!r}")
-        algorithm_params = algorithms.get(algorithm, **algorithm_params).params  # validated
+                 aggregator: str = "mean", attack: str | None = None,
+                 compare_fedavg: bool = False, target: float | None = None, **params):
+        unknown = set(params) - set(ALGORITHM_PARAMETERS) - set(AGGREGATOR_PARAMETERS) \
+            - set(ATTACK_PARAMETERS)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)}; "
+                             f"got {aggregator!r}")
+        chosen = {"algorithm": algorithm, "aggregator": aggregator, "attack": attack, **params}
+        for c in ("algorithm", "aggregator", "attack"):
+            _, tables, union, prefix = next(x for x in _CHOOSERS if x[0] == c)
+            for name in union:
+                chosen.setdefault(name, union[name].default)
+        make_algorithm(chosen), make_attack(chosen)  # validated: a ValueError names the setting
         if train is None or test is None:
             train, test = load_mnist()
         self.train, self.test = train, test
@@ -453,8 +509,13 @@ class FedAvgDashboard(_Displayable):
                                       style=_STYLE),
             "algorithm": W.Dropdown(options=list(algorithms.NAMES), value=algorithm,
                                     description="algorithm", style=_STYLE),
-            **{name: param_control(prm, algorithm_params.get(name))
-               for name, prm in ALGORITHM_PARAMETERS.items()},
+            **{name: param_control(prm, chosen[name]) for name, prm in ALGORITHM_PARAMETERS.items()},
+            "aggregator": W.Dropdown(options=list(AGGREGATORS), value=aggregator,
+                                     description="aggregator", style=_STYLE),
+            **{name: param_control(prm, chosen[name]) for name, prm in AGGREGATOR_PARAMETERS.items()},
+            "attack": W.Dropdown(options=[("none", None)] + [(a, a) for a in attacks.NAMES],
+                                 value=attack, description="attack", style=_STYLE),
+            **{name: param_control(prm, chosen[name]) for name, prm in ATTACK_PARAMETERS.items()},
             "compare_fedavg": W.Checkbox(value=compare_fedavg, description="compare with FedAvg",
                                          style=_STYLE),
             "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
@@ -469,10 +530,14 @@ class FedAvgDashboard(_Displayable):
             "also train the same settings with FedAvg (dashed curve)")
         self.controls["scheme"].observe(lambda _: _show_scheme_parameter(self.controls),
                                         names="value")
-        self.controls["algorithm"].observe(
-            lambda _: _show_algorithm_parameters(self.controls, reset=True), names="value")
         _show_scheme_parameter(self.controls)
-        _show_algorithm_parameters(self.controls)
+        for chooser, *_ in _CHOOSERS:
+            self.controls[chooser].observe(
+                lambda _, c=chooser: _show_chosen_parameters(self.controls, c, reset=True),
+                names="value")
+            _show_chosen_parameters(self.controls, chooser)
+        for name in ATTACK_PARAMETERS:  # "attack_fraction" is a long name for a slider
+            self.controls[name].description = name.replace("attack_", "")
 
         self.run_button = W.Button(description="Run", button_style="success", icon="play",
                                    tooltip="train with the current settings")
@@ -504,8 +569,13 @@ class FedAvgDashboard(_Displayable):
                             *[c[name] for name in ALGORITHM_PARAMETERS]], layout=col)
         run_box = W.VBox([W.HTML("<b>Run</b>"), c["rounds"], c["seed"], c["compare_iid"],
                           c["compare_fedavg"], c["target"]], layout=col)
+        attack_box = W.VBox([W.HTML("<b>Attack</b>"), c["attack"],
+                             *[c[name] for name in ATTACK_PARAMETERS]], layout=col)
+        defence_box = W.VBox([W.HTML("<b>Defence</b>"), c["aggregator"],
+                              *[c[name] for name in AGGREGATOR_PARAMETERS]], layout=col)
         buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
-        self.widget = W.VBox([W.HBox([data_box, local_box, run_box]), buttons, self.status,
+        self.widget = W.VBox([W.HBox([data_box, local_box, run_box]),
+                              W.HBox([attack_box, defence_box]), buttons, self.status,
                               self.message, self.image])
         self.widget.add_class("fedlab-dashboard")
         self._draw()
@@ -622,9 +692,9 @@ class FedAvgDashboard(_Displayable):
     def _build(self, s: dict) -> list[Simulation]:
         p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
                              **_partition_params(s["scheme"], s))
-        alg = algorithms.get(s["algorithm"], **_algorithm_params(s))
+        alg = make_algorithm(s)
         kw = dict(client_fraction=s["client_fraction"], local_epochs=s["local_epochs"],
-                  batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"])
+                  batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], attack=make_attack(s))
         sims = [Simulation(s["model"], self.train, self.test, p, algorithm=alg, **kw)]
         self._runs += 1
         sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
@@ -633,7 +703,7 @@ class FedAvgDashboard(_Displayable):
             base = Simulation(s["model"], self.train, self.test, iid, algorithm=alg, **kw)
             base.history.label = f"#{self._runs} IID baseline: {base.default_label()}"
             sims.append(base)
-        if s["compare_fedavg"] and s["algorithm"] != "fedavg":
+        if s["compare_fedavg"] and (s["algorithm"], s["aggregator"]) != ("fedavg", "mean"):
             base = Simulation(s["model"], self.train, self.test, p, algorithm="fedavg", **kw)
             base.history.label = f"#{self._runs} FedAvg baseline: {base.default_label()}"
             sims.append(base)
@@ -656,7 +726,7 @@ class FedAvgDashboard(_Displayable):
         if s["compare_iid"] and s["scheme"] == "iid":
             self._show_error("compare with IID: the partition is already IID, so no "
                              "baseline was trained", "warning")
-        if s["compare_fedavg"] and s["algorithm"] == "fedavg":
+        if s["compare_fedavg"] and (s["algorithm"], s["aggregator"]) == ("fedavg", "mean"):
             self._show_error("compare with FedAvg: the algorithm is already FedAvg, so no "
                              "baseline was trained", "warning")
         main = sims[0].history
@@ -718,6 +788,9 @@ class FedAvgDashboard(_Displayable):
         else:
             state = "Finished"
         acc_text = f"{acc:.2%}" if np.isfinite(acc) else "n/a"
+        asr = h.attack_success[np.isfinite(h.attack_success)] if len(h) else []
+        if len(asr):
+            acc_text += f"</b> &middot; backdoor success <b>{asr[-1]:.0%}"
         self.status.value = (f"{state}: <b>round {r}/{n}</b> &middot; global test accuracy "
                              f"<b>{acc_text}</b> &middot; {elapsed:.1f} s &middot; "
                              f"{mb:.1f} MB communicated")
@@ -747,6 +820,13 @@ class FedAvgDashboard(_Displayable):
             for line in ax.get_lines():
                 if line.get_label() in dashed:
                     line.set_linestyle("--")
+        colors = {line.get_label(): line.get_color() for line in ax_acc.get_lines()}
+        for h in runs:  # a backdoor's attack success rate, dotted, in the run's colour
+            asr = h.attack_success if len(h) else np.array([])
+            ok = np.isfinite(asr)
+            if ok.any():
+                ax_acc.plot(h.rounds[ok], asr[ok], ls=":", marker="x", ms=4,
+                            color=colors.get(h.label), label=f"{h.label}: backdoor success")
         ax_leg.axis("off")
         handles, labels = ax_acc.get_legend_handles_labels()
         if handles:

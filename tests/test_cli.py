@@ -42,6 +42,18 @@ def test_run_with_an_algorithm_and_its_parameters(tmp_path, mnist):
     assert h["records"][0]["bytes_up"] == 2 * 4 * 199_210 * 4   # x and c, 4 clients
 
 
+def test_run_with_an_attack_and_a_robust_aggregator(tmp_path, mnist):
+    out = tmp_path / "attack"
+    r = cli("run", "--clients", "20", "--fraction", "0.5", "--batch-size", "50", "--lr", "0.05",
+            "--rounds", "2", "--attack", "backdoor", "--attack-fraction", "0.2", "--attack-boost", "5",
+            "--aggregator", "trimmed_mean", "--trim-ratio", "0.2", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "backdoor attack success rate" in r.stdout
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["aggregator"] == "trimmed_mean" and h["config"]["attack"] == "backdoor"
+    assert h["config"]["attack_params"]["boost"] == 5.0 and len(h["config"]["malicious_clients"]) == 4
+
+
 def test_partition_prints_summary_and_saves_heatmap(tmp_path, mnist):
     r = cli("partition", "--partition", "shards", "--clients", "100", "--plot", str(tmp_path / "h.png"))
     assert r.returncode == 0, r.stderr
@@ -63,6 +75,9 @@ def test_partition_prints_summary_and_saves_heatmap(tmp_path, mnist):
     (["run", "--algorithm", "fedadagrad", "--beta2", "0.9"],
      "--beta2 does not apply to --algorithm fedadagrad"),
     (["run", "--out", __file__], f"--out {__file__} is a file"),
+    (["run", "--aggregator", "krum", "--trim-ratio", "0.1"], "--trim-ratio does not apply to --aggregator krum"),
+    (["run", "--attack-scale", "2"], "--attack-scale does not apply to --attack none"),
+    (["run", "--attack", "sign_flip", "--attack-fraction", "2"], "fraction must be a number from 0 to 1"),
     (["partition", "--clients", "0"], "num_clients must be an integer from 1"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
     ([], "the following arguments are required: command"),

@@ -200,3 +200,32 @@ def test_bad_algorithm_settings_in_the_constructor(train, test_set):
         FedAvgDashboard(train, test_set, algorithm="fedsgd")
     with pytest.raises(ValueError, match="mu must be a number from 0 to 10"):
         FedAvgDashboard(train, test_set, algorithm="fedprox", mu=-1)
+
+
+def test_attack_and_defence_controls_and_the_backdoor_curve(dashboard):
+    c = dashboard.controls
+    assert c["attack"].value is None and c["attack_fraction"].layout.display == "none"
+    c["attack"].value = "backdoor"
+    shown = {n for n in ("attack_fraction", "attack_scale", "attack_target", "attack_share",
+                         "attack_boost") if c[n].layout.display is None}
+    assert shown == {"attack_fraction", "attack_target", "attack_share", "attack_boost"}
+    c["aggregator"].value = "trimmed_mean"
+    assert c["trim_ratio"].layout.display is None and c["num_byzantine"].layout.display == "none"
+    dashboard.update(attack_fraction=0.3, aggregator="median", compare_fedavg=True, rounds=2,
+                     client_fraction=0.5)
+    h = dashboard.run(blocking=True)
+    main, base = dashboard.histories
+    assert h.config["attack"] == "backdoor" and h.config["aggregator"] == "median"
+    assert base.config["aggregator"] == "mean" and base.config["attack"] == "backdoor"
+    assert np.isfinite(h.attack_success).all() and "backdoor success" in dashboard.status.value
+    labels = [line.get_label() for line in dashboard.make_figure().axes[0].get_lines()]
+    assert f"{main.label}: backdoor success" in labels and f"{base.label}: backdoor success" in labels
+
+
+def test_bad_defence_settings_show_a_message_and_keep_runs(dashboard):
+    dashboard.update(rounds=1)
+    dashboard.run(blocking=True)
+    dashboard.update(aggregator="krum", num_byzantine=5)         # 2 clients per round: too few
+    with pytest.raises(ValueError, match="krum with num_byzantine=5 needs at least"):
+        dashboard.run(blocking=True)
+    assert "num_byzantine" in dashboard.message.value and len(dashboard.histories) == 1
