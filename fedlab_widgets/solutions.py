@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["server_momentum_step"]
+__all__ = ["server_momentum_step", "coordinate_median"]
 
 
 # -- 06-client-drift-remedies ------------------------------------------------------------------
@@ -21,3 +21,11 @@ def server_momentum_step(delta: torch.Tensor, ctx) -> torch.Tensor:
     v = delta.clone() if v is None else 0.9 * v + delta
     ctx.state["velocity"] = v
     return v
+
+
+# -- 10-attacks-and-defenses -------------------------------------------------------------------
+def coordinate_median(updates) -> torch.Tensor:
+    """Exercise 10.1: the coordinate-wise median of the updates (mean of the middle two if even)."""
+    s = updates.delta.sort(dim=0).values
+    m = len(s)
+    return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
