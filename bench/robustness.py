@@ -98,11 +98,12 @@ def main(argv=None):
               "(they discard honest but unusual clients)", r["median"] < r["mean"] and r["krum"] < r["mean"])
     if ("iid", "backdoor", 0.1, "mean") in results:
         boosted = {a: results["iid", "backdoor", 0.1, a][1] for a in AGGREGATORS}
-        small = {a: results["iid", "backdoor (no boost)", 0.1, a][1] for a in AGGREGATORS}
         check("IID, boosted backdoor at 10%: norm clipping blunts it (success rate below the mean's)",
               boosted["norm_clip"] < boosted["mean"])
-        check("IID, unboosted backdoor at 10%: it slips through norm clipping (success > 20%)",
-              small["norm_clip"] > 0.2)
+    if ("iid", "backdoor (no boost)", 0.2, "mean") in results:
+        small = {a: results["iid", "backdoor (no boost)", 0.2, a][1] for a in AGGREGATORS}
+        check("IID, unboosted backdoor at 20%: it slips through norm clipping (success > 50%) "
+              "where the median stops it (< 10%)", small["norm_clip"] > 0.5 and small["median"] < 0.1)
 
 
 if __name__ == "__main__":
