@@ -352,7 +352,8 @@ def test_reset_clears_algorithm_state(train, test_set):
     (lambda: algorithms.get("fedyogi", beta2=1.0), r"beta2 must be a number in \[0, 1\)"),
     (lambda: algorithms.get("fedadagrad", beta2=0.9), r"unknown parameter\(s\) beta2"),
     (lambda: algorithms.get("fednova", aggregator="mean"), r"aggregator does not apply to fednova"),
-    (lambda: algorithms.get("fedavg", aggregator="krum"), r"aggregator must be one of mean, fednova"),
+    (lambda: algorithms.get("fedavg", aggregator="geomedian"),
+     r"aggregator must be one of mean, fednova, median, trimmed_mean, krum, multikrum, norm_clip"),
     (lambda: algorithms.get("fedavg", server_steps=[1]), r"server_steps must be a list of functions"),
 ])
 def test_bad_algorithm_settings(call, match):
