@@ -320,9 +320,10 @@ class Simulation:
             # keep the last good global model so that the simulation stays usable
             what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
                 else "the global model became NaN or infinite"
-            self.history.stop_reason = (
-                f"diverged at round {r}: {what} (lr={self.lr:g} is probably too large; "
-                f"try a smaller lr{'' if alg.name == 'fedavg' else ' or server_lr'})")
+            cause = (f"the {self.attack.name} attack broke it" if self.attack is not None else
+                     f"lr={self.lr:g} is probably too large; try a smaller lr"
+                     + (" or server_lr" if "server_lr" in alg.params else ""))
+            self.history.stop_reason = f"diverged at round {r}: {what} ({cause})"
         sizes = updates.weight
         payload = self.num_parameters * BYTES_PER_PARAMETER * len(clients) * alg.payload
         return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
