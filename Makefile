@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/nbstripout --install --attributes .gitattributes 2>/dev/null || true
 	touch $(STAMP)
 
+# as root (containers, cloud VMs) Jupyter refuses to start without --allow-root
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 test: setup
 	$(PY) -m pytest --nbval-lax --durations=15

@@ -152,8 +152,8 @@ class Partition:
         """A short name such as ``dirichlet(alpha=0.3), 100 clients``."""
         ps = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in self.params.items() if k != "min_size")
-        return f"{self.scheme}({ps}), {self.num_clients} clients" if ps else \
-            f"{self.scheme}, {self.num_clients} clients"
+        n = f"{self.num_clients} client{'s' if self.num_clients != 1 else ''}"
+        return f"{self.scheme}({ps}), {n}" if ps else f"{self.scheme}, {n}"
 
     def describe(self, max_rows: int = 10) -> str:
         """A compact, deterministic text table for notebooks.

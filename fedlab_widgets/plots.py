@@ -191,6 +191,9 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     if target is not None:
         ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
     ax.set_xlabel("communication round" if x == "round" else "megabytes communicated")
+    if x == "round":
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_METRICS[metric])
     if metric in ("accuracy", "attack_success"):
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))

@@ -16,6 +16,7 @@ import io
 import textwrap
 import threading
 import time
+import weakref
 from collections import OrderedDict
 
 import ipywidgets as W
@@ -60,6 +61,7 @@ _CHOOSERS = (("algorithm", algorithms.PARAMETERS, ALGORITHM_PARAMETERS, ""),
 BATCH_SIZES = (10, 20, 50, 100, 200, 600)
 _STYLE = {"description_width": "120px"}
 _RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
+_LIVE: "weakref.WeakSet" = weakref.WeakSet()  # dashboards of this kernel, to stop orphaned runs
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -313,7 +315,8 @@ class PartitionExplorer(_Displayable):
         order = ["scheme", "alpha", "shards_per_client", "classes_per_client", "sigma",
                  "num_clients", "seed"]
         left = W.VBox([self.controls[k] for k in order], layout=W.Layout(width="360px"))
-        self.widget = W.HBox([left, W.VBox([self.message, self.image, self.stats])])
+        # an error gets its own full-width row above, so it never squeezes the controls
+        self.widget = W.VBox([self.message, W.HBox([left, W.VBox([self.image, self.stats])])])
         self.widget.add_class("fedlab-explorer")
         self._holding = False
         for c in self.controls.values():
@@ -578,7 +581,15 @@ class FedAvgDashboard(_Displayable):
                               W.HBox([attack_box, defence_box]), buttons, self.status,
                               self.message, self.image])
         self.widget.add_class("fedlab-dashboard")
+        self._transient: str | None = None  # a message that goes away when the run ends
         self._draw()
+        # Re-running the cell that built a dashboard leaves the old object training with no
+        # Stop button on screen: a new dashboard stops the runs of the old ones.
+        for old in list(_LIVE):
+            if old.running:
+                old.stop()
+                old._show_error("stopped: a new dashboard was created in this kernel", "warning")
+        _LIVE.add(self)
 
     # -- settings ---------------------------------------------------------------------
     def settings(self) -> dict:
@@ -630,7 +641,7 @@ class FedAvgDashboard(_Displayable):
             once; see :meth:`wait`.
         """
         if self.running:
-            self._show_error("a run is already in progress: press Stop first")
+            self._show_error("a run is already in progress: press Stop first", transient=True)
             if blocking:
                 raise RuntimeError("a run is already in progress")
             return None
@@ -669,7 +680,8 @@ class FedAvgDashboard(_Displayable):
     def clear(self) -> None:
         """Remove the finished runs from the overlay (``histories`` becomes empty)."""
         if self.running:
-            self._show_error("cannot clear while a run is in progress: press Stop first")
+            self._show_error("cannot clear while a run is in progress: press Stop first",
+                             transient=True)
             return
         self.histories.clear()
         self.baselines.clear()
@@ -684,10 +696,16 @@ class FedAvgDashboard(_Displayable):
         self.run_button.disabled = running
         self.clear_button.disabled = running
         self.stop_button.disabled = not running
+        if not running and self._transient is not None:
+            if self.message.value == self._transient:  # "already in progress" is stale now
+                self.message.value = ""
+                self.last_error = None
+            self._transient = None
 
-    def _show_error(self, text: str, kind: str = "error") -> None:
+    def _show_error(self, text: str, kind: str = "error", transient: bool = False) -> None:
         self.last_error = text
         self.message.value = _error_html(text, kind)
+        self._transient = self.message.value if transient else None
 
     def _build(self, s: dict) -> list[Simulation]:
         p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
@@ -788,6 +806,9 @@ class FedAvgDashboard(_Displayable):
         else:
             state = "Finished"
         acc_text = f"{acc:.2%}" if np.isfinite(acc) else "n/a"
+        reached = h.rounds_to(s["target"]) if s.get("target") else None
+        if reached is not None:
+            acc_text += f"</b> &middot; target {s['target']:.0%} reached at round <b>{reached}"
         asr = h.attack_success[np.isfinite(h.attack_success)] if len(h) else []
         if len(asr):
             acc_text += f"</b> &middot; backdoor success <b>{asr[-1]:.0%}"
@@ -820,6 +841,10 @@ class FedAvgDashboard(_Displayable):
             for line in ax.get_lines():
                 if line.get_label() in dashed:
                     line.set_linestyle("--")
+        # the x axis spans the rounds asked for, from round 1, so the curve grows into it
+        last = max([self.controls["rounds"].value] + [int(h.rounds[-1]) for h in runs if len(h)])
+        for ax in (ax_acc, ax_loss):
+            ax.set_xlim(0.5, last + 0.5)
         colors = {line.get_label(): line.get_color() for line in ax_acc.get_lines()}
         for h in runs:  # a backdoor's attack success rate, dotted, in the run's colour
             asr = h.attack_success if len(h) else np.array([])

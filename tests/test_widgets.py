@@ -229,3 +229,37 @@ def test_bad_defence_settings_show_a_message_and_keep_runs(dashboard):
     with pytest.raises(ValueError, match="krum with num_byzantine=5 needs at least"):
         dashboard.run(blocking=True)
     assert "num_byzantine" in dashboard.message.value and len(dashboard.histories) == 1
+
+
+def test_a_new_dashboard_stops_the_run_of_an_old_one(train, test_set):
+    old = FedAvgDashboard(train, test_set, **{**FAST, "rounds": 200})
+    old.run_button.click()
+    _wait_for(lambda: len(old.current) and len(old.current[0]) >= 1)
+    new = FedAvgDashboard(train, test_set, **FAST)          # the cell re-run
+    assert old.wait(30), "the old dashboard kept training"
+    assert len(old.histories[0]) < 200 and "new dashboard" in old.message.value
+    assert not new.running
+
+
+def test_already_running_message_goes_away_when_the_run_ends(dashboard):
+    dashboard.update(rounds=3)
+    dashboard.run_button.click()
+    dashboard.run()                     # the button is disabled now; a script can still call run()
+    assert "already in progress" in dashboard.message.value
+    assert dashboard.wait(60)
+    assert dashboard.message.value == "" and dashboard.last_error is None
+
+
+def test_status_line_says_when_the_target_was_reached(dashboard):
+    dashboard.update(rounds=3, target=0.5)
+    dashboard.run(blocking=True)
+    assert "target 50% reached at round <b>1" in dashboard.status.value
+    ax = dashboard.make_figure().axes[0]
+    assert ax.get_xlim() == (0.5, 3.5)                      # x axis: rounds 1..3, integers
+
+
+def test_explorer_error_has_its_own_row(train):
+    ex = PartitionExplorer(train, scheme="dirichlet", alpha=0.5, num_clients=20)
+    assert ex.widget.children[0] is ex.message               # full width, above the controls
+    ex.update(alpha=0.01, num_clients=100)
+    assert "Error" in ex.message.value and ex.widget.children[0] is ex.message
