@@ -93,3 +93,42 @@ def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
     assert float(train.images.mean()) == pytest.approx(0.0, abs=1e-4)
     assert (tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
     shutil.rmtree(tmp_path / "FashionMNIST")
+
+
+def test_parsed_copy_is_cached_and_refreshed_when_the_files_change(mnist, monkeypatch, tmp_path):
+    """After the first parse, MNIST loads from a tensor file in the user's cache folder."""
+    src = ds.data_root() / "MNIST" / "raw"
+    raw = _raw(tmp_path / "data")
+    raw.mkdir(parents=True)
+    for f in ds._RAW_FILES:
+        shutil.copy(src / f, raw / f)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    base = tmp_path / "data"
+    first = ds._read("MNIST", base)
+    files = list((tmp_path / "cache" / "fedlab-widgets").glob("MNIST-*.pt"))
+    assert len(files) == 1 and not (base / "MNIST" / "fedlab-cache.pt").exists()
+    assert ds._read_cached("MNIST", base) is not None
+    second = ds._read("MNIST", base)
+    for a, b in zip(first, second):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert torch.equal(first[0].images, mnist[0].images)
+    os.utime(raw / "t10k-labels-idx1-ubyte", ns=(1, 1))        # a replaced file: stale cache
+    assert ds._read_cached("MNIST", base) is None
+    ds._read("MNIST", base)
+    assert ds._read_cached("MNIST", base) is not None
+
+
+def test_unwritable_cache_still_loads(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))          # mkdir under a file fails
+    src = ds.data_root()
+    base = tmp_path / "ro"
+    (base / "MNIST").mkdir(parents=True)
+    os.symlink(src / "MNIST" / "raw", base / "MNIST" / "raw")
+    (base / "MNIST").chmod(0o555)
+    try:
+        train, test = ds._read("MNIST", base)
+    finally:
+        (base / "MNIST").chmod(0o755)
+    assert train.images.shape == (60000, 1, 28, 28)
