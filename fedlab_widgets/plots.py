@@ -46,7 +46,9 @@ def plot_label_distribution(partition: Partition, *, ax=None, kind: str = "heatm
     ax : matplotlib Axes, optional
     kind : {"heatmap", "bars"}
     normalize : bool, default False
-        Show each client's label proportions instead of counts.
+        Show each client's label shares (on a fixed 0 to 1 colour scale, so that
+        partitions compare, and a client's size does not look like label skew)
+        instead of counts.
     max_clients : int or None, default 50
         Show only the first clients (None: all).
     class_names : list of str, optional
@@ -76,7 +78,9 @@ def plot_label_distribution(partition: Partition, *, ax=None, kind: str = "heatm
     names = [str(c) for c in range(partition.num_classes)] if class_names is None else list(class_names)
     what = "share of client's samples" if normalize else "samples"
     if kind == "heatmap":
-        im = ax.imshow(counts.T, aspect="auto", interpolation="nearest", cmap=cmap, origin="lower")
+        scale = dict(vmin=0.0, vmax=1.0) if normalize else {}
+        im = ax.imshow(counts.T, aspect="auto", interpolation="nearest", cmap=cmap, origin="lower",
+                       **scale)
         ax.set_yticks(range(partition.num_classes))
         ax.set_yticklabels(names)
         ax.set_ylabel("label")
@@ -124,14 +128,18 @@ def plot_client_sizes(partition: Partition, *, ax=None, sort: bool = False,
 
 
 def plot_partition(partition: Partition, *, fig=None, max_clients: int | None = 50, class_names=None):
-    """Label heatmap above client sizes, in one figure (used by the explorer)."""
+    """Label shares (fixed 0-1 scale) above client sizes, in one figure (used by the explorer).
+
+    The heatmap shows each client's share of each label, so that Dirichlet(100) looks
+    uniform and Dirichlet(0.1) patchy whatever the client sizes; sizes are the bars below.
+    """
     if fig is None:
         fig = plt.figure(figsize=(8, 5))
     fig.set_layout_engine("constrained")
     ax1, ax2 = fig.subplots(2, 1, gridspec_kw={"height_ratios": [2, 1]}, sharex=True)
     # one colorbar beside both axes keeps the heatmap columns above their size bars
     plot_label_distribution(partition, ax=ax1, max_clients=max_clients, class_names=class_names,
-                            colorbar=[ax1, ax2])
+                            colorbar=[ax1, ax2], normalize=True)
     plot_client_sizes(partition, ax=ax2, max_clients=max_clients)
     ax1.set_xlabel("")
     ax2.set_title("")

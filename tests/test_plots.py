@@ -53,3 +53,19 @@ def test_convergence_overlays_labelled_runs_with_target(histories):
     with pytest.raises(ValueError, match="metric must be one of accuracy, loss, train_loss"):
         plot_convergence(a, metric="f1")
     plt.close("all")
+
+
+def test_partition_heatmap_shows_label_shares_on_a_fixed_scale():
+    """Dirichlet(100) must look uniform and quantity skew must not look like label skew."""
+    import torch
+    from fedlab_widgets import partition
+    labels = torch.arange(20000) % 10
+    for p in (partition(labels, "dirichlet", 20, alpha=100.0, seed=0),
+              partition(labels, "quantity", 20, sigma=1.5, seed=0)):
+        fig = plot_partition(p)
+        im = fig.axes[0].images[0]
+        assert im.get_clim() == (0.0, 1.0)
+        shares = im.get_array()
+        assert abs(float(shares.mean()) - 0.1) < 1e-9 and float(shares.max()) < 0.25
+    skewed = plot_partition(partition(labels, "shards", 20, seed=0)).axes[0].images[0].get_array()
+    assert float(skewed.max()) > 0.45
