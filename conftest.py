@@ -1,4 +1,4 @@
-"""Let nbval check the outputs nbstripout keeps.
+"""Let nbval check the outputs nbstripout keeps (for notebooks/; kept here, out of the learners' folder).
 
 The notebooks are stored stripped (``.gitattributes``: ``filter=nbstripout``); a
 cell tagged ``keep_output`` keeps its output, but nbstripout still resets its
