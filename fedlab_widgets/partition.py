@@ -62,7 +62,8 @@ SCHEME_PARAMETERS: dict[str, tuple[Param, ...]] = {
                  Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
 }
 SCHEMES = tuple(SCHEME_PARAMETERS)
-_MAX_DIRICHLET_DRAWS = 1000
+_MAX_DIRICHLET_DRAWS = 200
+_MAX_DIRICHLET_SECONDS = 2.0  # a dashboard waits for this: give up early when it is hopeless
 
 
 @dataclass(eq=False)
@@ -285,7 +286,10 @@ def _dirichlet(y, k, rng, *, alpha, min_size, num_classes, **_):
     min_size = _check_int("min_size", min_size, 0, n // k,
                           f" (num_clients * min_size must not exceed the {n} samples)")
     by_class = [np.flatnonzero(y == c) for c in range(num_classes)]
-    for _ in range(_MAX_DIRICHLET_DRAWS):
+    import time
+    t0 = time.perf_counter()
+    best, draws = 0, 0
+    for draws in range(1, _MAX_DIRICHLET_DRAWS + 1):
         parts = [[] for _ in range(k)]
         for ix in by_class:
             if len(ix) == 0:
@@ -296,13 +300,17 @@ def _dirichlet(y, k, rng, *, alpha, min_size, num_classes, **_):
             for c, piece in enumerate(np.split(ix, cuts)):
                 parts[c].append(piece)
         parts = [np.concatenate(p) for p in parts]
-        if min(len(p) for p in parts) >= max(min_size, 1):
+        smallest = min(len(p) for p in parts)
+        if smallest >= max(min_size, 1):
             return parts
+        best = max(best, smallest)
+        if time.perf_counter() - t0 > _MAX_DIRICHLET_SECONDS:
+            break
     raise ValueError(
-        f"min_size={min_size} cannot be met: after {_MAX_DIRICHLET_DRAWS} Dirichlet draws with "
-        f"alpha={alpha:g} and num_clients={k}, some client always had fewer samples. "
-        f"Use a larger alpha, fewer clients or a smaller min_size (min_size must be from "
-        f"0 to {n // k})."
+        f"min_size={min_size} cannot be met: in {draws} Dirichlet draws with alpha={alpha:g} "
+        f"and num_clients={k}, some client always had fewer samples (at best {best}). "
+        f"Raise alpha or use fewer clients (in the explorer and the dashboard: the alpha and "
+        f"num_clients sliders); from Python, a smaller min_size also works (from 0 to {n // k})."
     )
 
 

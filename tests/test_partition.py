@@ -191,3 +191,14 @@ def test_extreme_quantity_skew_stays_a_partition():
     allix = torch.cat(p.client_indices)
     assert len(allix) == 60000 and len(allix.unique()) == 60000
     assert int(p.sizes.min()) >= 10
+
+
+def test_hopeless_dirichlet_gives_up_with_advice_a_dashboard_user_can_act_on():
+    labels = torch.arange(60000) % 10
+    with pytest.raises(ValueError) as e:
+        partition(labels, "dirichlet", 1000, alpha=0.01, seed=0)
+    msg = str(e.value)
+    assert "min_size=10 cannot be met" in msg and "at best 0" in msg
+    assert "Raise alpha or use fewer clients" in msg and "num_clients slider" in msg
+    draws = int(msg.split(" in ")[1].split(" Dirichlet draws")[0])
+    assert draws <= 200
