@@ -18,17 +18,6 @@ from fedlab_widgets.algorithms import Algorithm, ServerAdaptive, ServerSGD, fedn
 from fedlab_widgets.engines import ClientUpdates, FlatLayout, LocalRule, Schedule, get_engine
 
 
-@pytest.fixture(scope="module")
-def small64(train, test_set):
-    """The first 12,000 training and 1,000 test images, in float64."""
-    n = 12000
-    tr = dataclasses.replace(train, images=train.images[:n].double().contiguous(),
-                             labels=train.labels[:n].clone())
-    te = dataclasses.replace(test_set, images=test_set.images[:1000].double().contiguous(),
-                             labels=test_set.labels[:1000].clone())
-    return tr, te
-
-
 def _params(sim):
     return [p.detach().clone() for p in sim.global_model.parameters()]
 

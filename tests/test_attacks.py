@@ -16,16 +16,6 @@ from fedlab_widgets.attacks import stamp_trigger
 from fedlab_widgets.engines import ClientUpdates
 
 
-@pytest.fixture(scope="module")
-def small64(train, test_set):
-    n = 12000
-    tr = dataclasses.replace(train, images=train.images[:n].double().contiguous(),
-                             labels=train.labels[:n].clone())
-    te = dataclasses.replace(test_set, images=test_set.images[:1000].double().contiguous(),
-                             labels=test_set.labels[:1000].clone())
-    return tr, te
-
-
 def _x(sim):
     return sim.layout.flatten(sim.global_model.parameters())
 

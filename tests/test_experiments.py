@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fedlab_widgets import Simulation, evaluate, get_model, partition
+from fedlab_widgets import evaluate, get_model, partition
 from fedlab_widgets.experiments import (client_accuracy, format_table, local_train,
                                         per_class_accuracy, sweep, train_centralised)
 

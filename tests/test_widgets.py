@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from fedlab_widgets import History
 from fedlab_widgets.widgets import FedAvgDashboard, PartitionExplorer, cached_partition
