@@ -38,15 +38,14 @@ class ControlVariates:
     def correction(self, clients, ctx) -> torch.Tensor:
         """``c - c_k`` for each client (rows in ``clients`` order), ``[M, D]``."""
         ck = ctx.store.gather(_KEY, clients, ctx.x.numel(), dtype=ctx.x.dtype)
-        return ck.neg_().add_(self._server_c(ctx))
+        return torch.sub(self._server_c(ctx), ck)
 
     def update(self, updates, ctx) -> None:
         """Option II: new ``c_k`` from the model difference; ``c`` moves by their weighted change."""
         c = self._server_c(ctx)
         ck = ctx.store.gather(_KEY, updates.clients, ctx.x.numel(), dtype=ctx.x.dtype)
-        scale = (1.0 / (updates.steps.to(torch.float64) * ctx.lr)).to(ck.dtype)
-        dc = updates.delta * scale[:, None]                     # delta_k / (K_k lr)
-        dc.add_(c).neg_()                                        # c_k+ - c_k = -c - delta_k/(K_k lr)
-        ctx.store.scatter(_KEY, updates.clients, ck.add_(dc))
-        p = (updates.weight / ctx.total_samples).to(dc.dtype)
-        c.add_(p @ dc)
+        scale = (-1.0 / (updates.steps.to(torch.float64) * ctx.lr)).to(ck.dtype)
+        new = torch.addcmul(ck, updates.delta, scale[:, None]).sub_(c)  # c_k - c - delta_k/(K_k lr)
+        p = (updates.weight / ctx.total_samples).to(new.dtype)
+        c.add_(p @ new - p @ ck)                                        # sum_k p_k (c_k+ - c_k)
+        ctx.store.scatter(_KEY, updates.clients, new)
