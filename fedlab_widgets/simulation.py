@@ -171,6 +171,10 @@ class Simulation:
             raise ValueError("partition must be made from the training labels it is used with "
                              f"(partition has {partition.labels.shape[0]} samples, "
                              f"train has {len(train.labels)})")
+        for what, data in (("train", train), ("test", test)):
+            if not (hasattr(data, "images") and hasattr(data, "labels")):
+                raise ValueError(f"{what} must be a dataset with .images and .labels (see "
+                                 f"load_mnist); got {type(data).__name__}")
         self.train, self.test, self.partition = train, test, partition
         self.global_model, self.model_name = as_model(model, seed=self.seed)
         self.global_model.train()
@@ -395,11 +399,14 @@ def _check_int(name, value, lo, none_ok=""):
 
 
 def _check_number(name, value, lo, hi, desc, lo_open=False):
+    # strings and bools are refused, as for integer settings ("0.1" is not 0.1, True is not 1)
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"{name} must be a number {desc}; got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number {desc}; got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
+    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
         raise ValueError(f"{name} must be a number {desc}; got {value!r}")
     return v
 

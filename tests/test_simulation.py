@@ -214,6 +214,11 @@ def test_history_json_round_trip(tmp_path, train, test_set):
     (dict(lr=math.nan), r"lr must be"),
     (dict(eval_every=0), r"eval_every must be an integer >= 1"),
     (dict(engine="gpu"), r"engine must be one of auto, sequential"),
+    (dict(lr="0.1"), r"lr must be a number > 0 \(and finite\); got '0.1'"),
+    (dict(client_fraction=True), r"client_fraction must be a number in \(0, 1\]; got True"),
+    (dict(seed=-1), r"seed must be an integer from 0 to 2\*\*63 - 1; got -1"),
+    (dict(seed=2 ** 70), r"seed must be an integer from 0 to 2\*\*63 - 1"),
+    (dict(seed=1.0), r"seed must be an integer"),
     (dict(model="resnet"), r"model must be one of 2nn, cnn, small_cnn"),
 ])
 def test_bad_settings_raise_value_error(train, test_set, kwargs, match):
@@ -237,3 +242,9 @@ def test_bad_rounds_raise_value_error(train, test_set, rounds):
 def test_partition_of_other_labels_is_rejected(train, test_set):
     with pytest.raises(ValueError, match="partition must be made from the training labels"):
         Simulation("2nn", train, test_set, partition(test_set.labels, "iid", 10))
+
+
+def test_missing_test_set_is_refused_before_training(train):
+    p = partition(train.labels, "iid", 10, seed=0)
+    with pytest.raises(ValueError, match="test must be a dataset with .images and .labels"):
+        Simulation("2nn", train, None, p)
