@@ -192,7 +192,7 @@ def _show_chosen_parameters(controls: dict, chooser: str, reset: bool = False) -
     ``reset`` puts them at its defaults."""
     _, tables, union, prefix = next(c for c in _CHOOSERS if c[0] == chooser)
     chosen = controls[chooser].value
-    table = {prefix + p.name: p for p in (tables[chosen] if chosen is not None else ())}
+    table = {prefix + p.name: p for p in (tables[chosen] if chosen in tables else ())}
     for name in union:
         controls[name].layout.display = None if name in table else "none"
         if reset and name in table:
@@ -203,9 +203,11 @@ def _chosen_params(s: dict, chooser: str) -> dict:
     """The parameter values of what ``chooser`` selects in settings ``s`` (unprefixed names)."""
     _, tables, _, prefix = next(c for c in _CHOOSERS if c[0] == chooser)
     chosen = s[chooser]
-    if chosen is not None and chosen not in tables:
+    if chosen in (None, "none"):  # no attack (the dropdown says "none")
+        return {}
+    if chosen not in tables:
         raise ValueError(f"{chooser} must be one of {', '.join(tables)}; got {chosen!r}")
-    return {} if chosen is None else {p.name: s[prefix + p.name] for p in tables[chosen]}
+    return {p.name: s[prefix + p.name] for p in tables[chosen]}
 
 
 def make_algorithm(s: dict):
@@ -217,7 +219,9 @@ def make_algorithm(s: dict):
 
 def make_attack(s: dict):
     """The :class:`~fedlab_widgets.attacks.Attack` that settings ``s`` describe, or None."""
-    return None if s["attack"] is None else attacks.get(s["attack"], **_chosen_params(s, "attack"))
+    if s["attack"] in (None, "none"):
+        return None
+    return attacks.get(s["attack"], **_chosen_params(s, "attack"))
 
 
 def _note(h: History, running: bool) -> str:
@@ -516,8 +520,10 @@ class FedAvgDashboard(_Displayable):
             "aggregator": W.Dropdown(options=list(AGGREGATORS), value=aggregator,
                                      description="aggregator", style=_STYLE),
             **{name: param_control(prm, chosen[name]) for name, prm in AGGREGATOR_PARAMETERS.items()},
-            "attack": W.Dropdown(options=[("none", None)] + [(a, a) for a in attacks.NAMES],
-                                 value=attack, description="attack", style=_STYLE),
+            # a None value would show as an empty dropdown: "none" stands for no attack
+            "attack": W.Dropdown(options=["none", *attacks.NAMES],
+                                 value="none" if attack is None else attack,
+                                 description="attack", style=_STYLE),
             **{name: param_control(prm, chosen[name]) for name, prm in ATTACK_PARAMETERS.items()},
             "compare_fedavg": W.Checkbox(value=compare_fedavg, description="compare with FedAvg",
                                          style=_STYLE),
@@ -611,6 +617,8 @@ class FedAvgDashboard(_Displayable):
                 continue
             if k == "target" and v is None:
                 v = 0.0
+            if k == "attack" and v is None:
+                v = "none"
             control = self.controls[k]
             if k == "batch_size" and v not in [value for _, value in control.options]:
                 control.options = list(control.options) + [(str(v), v)]

@@ -203,7 +203,7 @@ def test_bad_algorithm_settings_in_the_constructor(train, test_set):
 
 def test_attack_and_defence_controls_and_the_backdoor_curve(dashboard):
     c = dashboard.controls
-    assert c["attack"].value is None and c["attack_fraction"].layout.display == "none"
+    assert c["attack"].value == "none" and c["attack_fraction"].layout.display == "none"
     c["attack"].value = "backdoor"
     shown = {n for n in ("attack_fraction", "attack_scale", "attack_target", "attack_share",
                          "attack_boost") if c[n].layout.display is None}
