@@ -76,7 +76,8 @@ def _add_table_args(group, tables: dict, what: str, prefix: str = "") -> None:
                                 f"{prm.range_text()}; default: {defaults})")
 
 
-def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: str = "") -> dict:
+def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: str = "",
+                  hint: str = "") -> dict:
     """The flags given for ``chosen``; an error names a flag that does not apply to it."""
     names = {prm.name for params in tables.values() for prm in params}
     given = {k: getattr(args, prefix + k) for k in sorted(names)
@@ -85,7 +86,7 @@ def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: s
     extra = sorted(set(given) - valid)
     if extra:
         raise ValueError(f"{', '.join(_flag(prefix + k) for k in extra)} does not apply to "
-                         f"{option} {chosen or 'none'}")
+                         f"{option} {chosen or 'none'}{hint}")
     return given
 
 
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train a global model with FedAvg",
                          description="Train a global model with FedAvg and report its test accuracy.")
-    run.add_argument("--model", choices=["2nn", "cnn", "small_cnn"], default="2nn")
+    from .models import MODELS
+    run.add_argument("--model", choices=list(MODELS), default="2nn")
     _add_partition_args(run)
     g = run.add_argument_group("FedAvg")
     g.add_argument("--fraction", type=float, default=0.1, help="client_fraction C (default 0.1)")
@@ -137,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the weighted mean, e.g. by a robust aggregator (default: the "
                         "algorithm's own)")
     _add_table_args(a, AGGREGATOR_PARAMETERS, "--aggregator")
+    a.add_argument("--dp", action="store_true",
+                   help="differential privacy (clip, noise, epsilon) on any averaging algorithm; "
+                        "--algorithm dp-fedavg is FedAvg with it")
+    a.add_argument("--secure-aggregation", action="store_true",
+                   help="mask the updates so that the server sees only their sum")
+    from .secagg import SECAGG_PARAMETERS
+    _add_table_args(a, {"--secure-aggregation": SECAGG_PARAMETERS}, "with")
     t = run.add_argument_group("attack")
     t.add_argument("--attack", choices=attacks.NAMES, default=None,
                    help="make a fraction of the clients malicious (default: none)")
@@ -191,8 +200,18 @@ def _cmd_run(args) -> int:
 
     params = _scheme_params(args)
     agg = {} if args.aggregator is None else {"aggregator": args.aggregator}
-    alg = algorithms.get(args.algorithm, **agg,
-                         **_table_params(args, algorithms.PARAMETERS, args.algorithm, "--algorithm"),
+    alg_tables = dict(algorithms.PARAMETERS)
+    if args.dp and args.algorithm != "dp-fedavg":
+        alg_tables[args.algorithm] += algorithms.DP_PARAMETERS
+    sa = {"--secure-aggregation": algorithms.SECAGG_PARAMETERS}
+    alg = algorithms.get(args.algorithm, **agg, differential_privacy=args.dp,
+                         secure_aggregation=args.secure_aggregation,
+                         **_table_params(args, alg_tables, args.algorithm,
+                                         "--algorithm" + (" with --dp" if args.dp else ""),
+                                         hint="" if args.dp else " (add --dp for privacy)"),
+                         **_table_params(args, sa, "--secure-aggregation" if args.secure_aggregation
+                                         else None, "--secure-aggregation",
+                                         hint=": add --secure-aggregation"),
                          **_table_params(args, algorithms.AGGREGATOR_PARAMETERS,
                                          args.aggregator or "mean", "--aggregator"))
     attack_params = _table_params(args, attacks.PARAMETERS, args.attack, "--attack",
@@ -222,6 +241,10 @@ def _cmd_run(args) -> int:
           f"{h.bytes_total[-1] / 1e6:.1f} MB communicated")
     if attack is not None and attack.name == "backdoor":
         print(f"backdoor attack success rate {h.attack_success[-1]:.4f}")
+    if alg.dp is not None and len(h):
+        print(f"privacy spent: epsilon {h.epsilon[-1]:.3g} at delta {alg.dp.delta:g} "
+              f"(RDP accountant, {sim.clients_per_round} of {sim.num_clients} clients sampled "
+              "without replacement each round)")
     if args.target is not None:
         r = h.rounds_to(args.target)
         print(f"rounds to {args.target:g}: {r if r is not None else f'not reached in {len(h)}'}")

@@ -27,7 +27,9 @@ class RoundRecord:
     sample count); ``bytes_down`` / ``bytes_up`` count what the algorithm sends
     (float32 parameters, and for SCAFFOLD its control variates) times the
     sampled clients; ``update_norm`` is the mean L2 norm of the clients' updates
-    ``x_k - x`` (how far local training moved them from the global model).
+    ``x_k - x`` (how far local training moved them from the global model);
+    ``epsilon`` is the privacy spent up to and including this round under
+    differential privacy (NaN without it; infinite with zero noise).
     """
 
     round: int
@@ -42,6 +44,7 @@ class RoundRecord:
     update_norm: float = float("nan")
     attack_success: float = float("nan")  # backdoor: triggered test images classified as target
     attackers: int = 0  # malicious clients among the sampled ones
+    epsilon: float = float("nan")  # cumulative (epsilon, delta)-DP spent so far (NaN without DP)
 
 
 @dataclass
@@ -91,6 +94,11 @@ class History:
     def attack_success(self) -> np.ndarray:
         """A backdoor's attack success rate per round (NaN without one)."""
         return self._array("attack_success")
+
+    @property
+    def epsilon(self) -> np.ndarray:
+        """Cumulative DP epsilon after each round (NaN without differential privacy)."""
+        return self._array("epsilon")
 
     @property
     def seconds(self) -> np.ndarray:
@@ -161,6 +169,9 @@ class History:
                 for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success"):
                     if r.get(k) is None:
                         r[k] = float("nan")
+                if "epsilon" in r and r["epsilon"] is None:   # inf and NaN are both saved as null
+                    r["epsilon"] = float("inf") if d.get("config", {}).get(
+                        "dp_params", {}).get("noise_multiplier") == 0 else float("nan")
             return cls.from_dict(d)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path} is not a history saved by History.save "
@@ -171,6 +182,8 @@ class History:
         s = (f"{self.label or 'run'}: {len(self)} rounds, final accuracy "
              f"{self.final_accuracy:.4f}, {self.seconds.sum():.1f} s, "
              f"{self.bytes_total[-1] / 1e6 if len(self) else 0:.1f} MB communicated")
+        if len(self) and not math.isnan(self.records[-1].epsilon):
+            s += f", epsilon {self.records[-1].epsilon:.3g}"
         return s + (f" ({self.stop_reason})" if self.stop_reason else "")
 
 

@@ -8,6 +8,11 @@ name           architecture                                                param
                fully connected 512 (ReLU), output 10; "same" padding
 ``"small_cnn"`` 5x5 conv 8, pool, 5x5 conv 16, pool, fully connected 64,      54,314
                output 10: ~30x cheaper than ``"cnn"``, ~99% on MNIST
+``"logreg"``   multinomial logistic regression, 784 -> 10                     7,850
+``"lenet"``    the LeNet of the gradient-leakage papers (Zhu et al. 2019;    13,426
+               Zhao et al. 2020): three 5x5 convs of 12 channels (strides
+               2, 2, 1), sigmoid activations, fully connected 588 -> 10,
+               weights uniform in [-0.5, 0.5] as in their code
 =============  ==========================================================  ==========
 """
 
@@ -18,7 +23,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["TwoNN", "CNN", "SmallCNN", "get_model", "as_model", "MODELS", "count_parameters"]
+__all__ = ["TwoNN", "CNN", "SmallCNN", "LogReg", "LeNet", "get_model", "as_model", "MODELS", "count_parameters"]
 
 
 class TwoNN(nn.Module):
@@ -64,7 +69,40 @@ class SmallCNN(CNN):
         super().__init__(num_classes, channels=(8, 16), hidden=64)
 
 
-MODELS = {"2nn": TwoNN, "cnn": CNN, "small_cnn": SmallCNN}
+class LogReg(nn.Module):
+    """Multinomial logistic regression: one linear layer 784 -> 10 (7,850 parameters)."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+class LeNet(nn.Module):
+    """The LeNet of DLG and iDLG, for 1x28x28 images (13,426 parameters).
+
+    Sigmoid activations (twice differentiable, as gradient matching needs) and the
+    papers' initialisation: every weight and bias uniform in [-0.5, 0.5].
+    """
+
+    def __init__(self, num_classes: int = 10, channels: int = 12):
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c, 5, padding=2, stride=2), nn.Sigmoid(),
+            nn.Conv2d(c, c, 5, padding=2, stride=2), nn.Sigmoid(),
+            nn.Conv2d(c, c, 5, padding=2, stride=1), nn.Sigmoid())
+        self.fc = nn.Linear(c * 7 * 7, num_classes)
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).flatten(1))
+
+
+MODELS = {"2nn": TwoNN, "cnn": CNN, "small_cnn": SmallCNN, "logreg": LogReg, "lenet": LeNet}
 
 
 def get_model(name: str, *, seed: int | None = None) -> nn.Module:
@@ -72,7 +110,7 @@ def get_model(name: str, *, seed: int | None = None) -> nn.Module:
 
     Parameters
     ----------
-    name : {"2nn", "cnn", "small_cnn"}
+    name : {"2nn", "cnn", "small_cnn", "logreg", "lenet"}
     seed : int, optional
         Seed for the initial weights; the same seed gives the same weights.
 

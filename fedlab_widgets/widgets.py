@@ -132,7 +132,7 @@ def describe_heterogeneity(p: Partition) -> str:
     >>> import torch
     >>> from fedlab_widgets import partition
     >>> text = describe_heterogeneity(partition(torch.arange(1000) % 10, "iid", 10))
-    >>> "0% away from the global mix" in text
+    >>> "client sizes vary by 0%" in text
     True
     """
     h = p.heterogeneity()

@@ -42,7 +42,8 @@ def test_engines_agree_float64(small64, name, case):
     (scheme, sp), kw = CASES[case]
     train, test = small64
     parts = partition(train.labels, scheme, 100, seed=1, **sp)
-    params = {"fedprox": {"mu": 0.5}}.get(name, {})  # a mu large enough to matter
+    params = {"fedprox": {"mu": 0.5},  # a mu large enough to matter
+              "dp-fedavg": {"clip_norm": 0.3, "noise_multiplier": 0.05}}.get(name, {})
     out = []
     for engine in ("sequential", "vectorized"):
         sim = Simulation(get_model("2nn", seed=0).double(), train, test, parts, lr=0.1, seed=3,

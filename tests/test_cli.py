@@ -42,6 +42,27 @@ def test_run_with_an_algorithm_and_its_parameters(tmp_path, mnist):
     assert h["records"][0]["bytes_up"] == 2 * 4 * 199_210 * 4   # x and c, 4 clients
 
 
+def test_run_with_privacy_and_secure_aggregation(tmp_path, mnist):
+    out = tmp_path / "dp"
+    r = cli("run", "--model", "logreg", "--clients", "20", "--fraction", "0.25", "--batch-size", "50",
+            "--rounds", "2", "--algorithm", "fedprox", "--mu", "0.1", "--dp", "--clip-norm", "0.5",
+            "--noise-multiplier", "2", "--secure-aggregation", "--secagg-dropout", "0.2",
+            "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "privacy spent: epsilon" in r.stdout and "5 of 20 clients" in r.stdout
+    h = json.loads((out / "history.json").read_text())
+    assert h["config"]["dp_params"]["clip_norm"] == 0.5 and h["config"]["secure_aggregation"]
+    assert 0 < h["records"][0]["epsilon"] < h["records"][1]["epsilon"]
+    assert h["records"][0]["bytes_up"] > 5 * 4 * 7850       # keys and shares on top
+    for args, msg in [(("--clip-norm", "1"), "--clip-norm does not apply to --algorithm fedavg "
+                       "(add --dp for privacy)"),
+                      (("--secagg-dropout", "0.1"), "add --secure-aggregation"),
+                      (("--secure-aggregation", "--aggregator", "median"),
+                       "secure aggregation hides from the server")]:
+        bad = cli("run", "--rounds", "1", *args)
+        assert bad.returncode == 2 and msg in bad.stderr, bad.stderr
+
+
 def test_run_with_an_attack_and_a_robust_aggregator(tmp_path, mnist):
     out = tmp_path / "attack"
     r = cli("run", "--clients", "20", "--fraction", "0.5", "--batch-size", "50", "--lr", "0.05",

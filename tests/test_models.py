@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from fedlab_widgets import CNN, SmallCNN, TwoNN, count_parameters, get_model
+from fedlab_widgets.models import LeNet, LogReg
 
 
 @pytest.mark.parametrize("name,cls,params", [("2nn", TwoNN, 199_210), ("cnn", CNN, 1_663_370),
-                                             ("small_cnn", SmallCNN, 54_314)])
+                                             ("small_cnn", SmallCNN, 54_314),
+                                             ("logreg", LogReg, 7_850), ("lenet", LeNet, 13_426)])
 def test_exact_parameter_counts_and_output_shape(name, cls, params):
     m = get_model(name)
     assert isinstance(m, cls)
@@ -24,7 +26,7 @@ def test_seed_gives_same_weights():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="2nn, cnn, small_cnn"):
+    with pytest.raises(ValueError, match="2nn, cnn, small_cnn, logreg, lenet"):
         get_model("resnet")
 
 

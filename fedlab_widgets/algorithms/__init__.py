@@ -12,7 +12,13 @@ name           what changes from FedAvg                                         
 ``fedadam``    server Adam on the averaged update (Reddi et al. 2021)            ``server_lr``, ``beta1``, ``beta2``, ``tau``
 ``fedyogi``    server Yogi (Reddi et al. 2021)                                   ``server_lr``, ``beta1``, ``beta2``, ``tau``
 ``fedadagrad`` server Adagrad (Reddi et al. 2021)                                ``server_lr``, ``beta1``, ``tau``
+``dp-fedavg``  clip each update, sum, add Gaussian noise, divide by m            ``clip_norm``, ``noise_multiplier``,
+               (McMahan et al. 2018); epsilon from dp-accounting                 ``delta``
 =============  ===============================================================  =====================================
+
+Differential privacy and secure aggregation also compose with any algorithm
+that averages (``differential_privacy=True`` with ``clip_norm``, ...;
+``secure_aggregation=True`` with ``secagg_range``, ``secagg_dropout``).
 
 :data:`PARAMETERS` is the one table of every algorithm's parameters (name,
 default, range, scale): :func:`get`, the dashboard and the command line all
@@ -28,23 +34,33 @@ Traceback (most recent call last):
 ValueError: mu must be a number from 0 to 10; got -1
 >>> algorithms.get("fedsgd")
 Traceback (most recent call last):
-ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad; got 'fedsgd'
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg; got 'fedsgd'
+>>> algorithms.get("fedprox", mu=0.1, secure_aggregation=True)
+Algorithm(fedprox(mu=0.1, secagg))
+>>> algorithms.get("fedavg", aggregator="median", secure_aggregation=True)
+Traceback (most recent call last):
+ValueError: secure_aggregation works with the mean aggregator only: the median aggregator needs each client's update, which secure aggregation hides from the server: only their sum is revealed
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ..params import Param, check_params
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS, fednova, weighted_mean
+from ..secagg import SECAGG_PARAMETERS, SecureAggregation
 from .base import Algorithm, ClientStore, RoundContext
+from .privacy import DP_PARAMETERS, DifferentialPrivacy
 from .robust import krum, median, multikrum, norm_clip, trimmed_mean
 from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
 
 __all__ = ["NAMES", "PARAMETERS", "get", "Algorithm", "RoundContext", "ClientStore",
            "weighted_mean", "fednova", "median", "trimmed_mean", "krum", "multikrum", "norm_clip",
            "AGGREGATORS", "AGGREGATOR_PARAMETERS", "ServerOptimizer", "ServerSGD",
-           "ServerAdaptive"]
+           "ServerAdaptive", "DifferentialPrivacy", "DP_PARAMETERS", "SecureAggregation",
+           "SECAGG_PARAMETERS"]
 
 
 def _server_lr(default: float) -> Param:
@@ -70,12 +86,14 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
     "fedadam": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
     "fedyogi": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
     "fedadagrad": (_server_lr(0.01), _BETA1, _TAU),
+    "dp-fedavg": DP_PARAMETERS,
 }
 NAMES: tuple[str, ...] = tuple(PARAMETERS)
 
 
 def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
         client_steps: Sequence[Callable] = (), server_steps: Sequence[Callable] = (),
+        differential_privacy: bool = False, secure_aggregation: bool = False,
         **params) -> Algorithm:
     """An algorithm by name, with its parameters checked against :data:`PARAMETERS`.
 
@@ -110,14 +128,34 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
     """
     if name not in PARAMETERS:
         raise ValueError(f"algorithm must be one of {', '.join(NAMES)}; got {name!r}")
+    for flag, value in (("differential_privacy", differential_privacy),
+                        ("secure_aggregation", secure_aggregation)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{flag} must be True or False; got {value!r}")
+    dp_on = name == "dp-fedavg" or bool(differential_privacy)
+    for flag, on, table in (("differential_privacy", dp_on, DP_PARAMETERS),
+                            ("secure_aggregation", secure_aggregation, SECAGG_PARAMETERS)):
+        stray = sorted(set(params) & {q.name for q in table})
+        if stray and not on:
+            raise ValueError(f"{', '.join(stray)} applies only with {flag}=True")
     agg_table = AGGREGATOR_PARAMETERS.get(aggregator, ()) if isinstance(aggregator, str) else ()
     agg_names = {q.name for q in agg_table}
+    extra = tuple(agg_table) + (DP_PARAMETERS if dp_on and name != "dp-fedavg" else ()) \
+        + (SECAGG_PARAMETERS if secure_aggregation else ())
     p = check_params(f"algorithm {name!r}" + (f" with aggregator {aggregator!r}"
                                               if isinstance(aggregator, str) else ""),
-                     PARAMETERS[name] + tuple(agg_table), params)
+                     PARAMETERS[name] + extra, params)
     agg_params = {k: v for k, v in p.items() if k in agg_names}
+    dp_params = {q.name: p.pop(q.name) for q in DP_PARAMETERS if q.name in p}
+    sa_params = {q.name: p.pop(q.name) for q in SECAGG_PARAMETERS if q.name in p}
     p = {k: v for k, v in p.items() if k not in agg_names}
     kw: dict = dict(client_steps=client_steps, server_steps=server_steps)
+    if dp_on:
+        kw["differential_privacy"] = DifferentialPrivacy(**dp_params)
+        if name == "dp-fedavg":
+            p = dict(dp_params)
+    if secure_aggregation:
+        kw["secure_aggregation"] = SecureAggregation(**sa_params)
     if aggregator is not None:
         if name == "fednova":
             raise ValueError("aggregator does not apply to fednova: its normalised mean "

@@ -4,9 +4,9 @@ One round of any algorithm here reads::
 
     rule    = algorithm.local_rule(clients, ctx)          # plain SGD, FedProx, SCAFFOLD
     updates = engine.train_clients(x, schedule, rule=rule) # delta [M, D], weight, steps, loss
-    updates = algorithm.client_steps(updates, ctx)         # SCAFFOLD's c_k; later: clip, attack
-    delta   = algorithm.aggregate(updates)                 # weighted mean, FedNova, ...
-    delta   = algorithm.server_steps(delta, ctx)           # later: DP noise, unmask
+    updates = algorithm.client_steps(updates, ctx)         # SCAFFOLD's c_k; DP clip; masking
+    delta   = algorithm.aggregate(updates)                 # weighted mean, FedNova, robust, unmask
+    delta   = algorithm.server_steps(delta, ctx)           # DP noise / fixed denominator
     x       = algorithm.server_optimizer.step(x, delta, ctx.state)
 
 :class:`Algorithm` holds the pieces; :class:`RoundContext` is what a step may
@@ -26,7 +26,9 @@ import torch
 
 from ..engines.base import ClientUpdates, LocalRule
 from ..params import check_params
+from ..secagg import SecureAggregation, cost_model
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
+from .privacy import DifferentialPrivacy
 from .robust import check_clients
 from .scaffold import ControlVariates
 from .server_optimizers import ServerOptimizer, ServerSGD
@@ -106,6 +108,8 @@ class RoundContext:
         Per-client state kept across rounds (SCAFFOLD's c_k).
     seed : int
         The simulation's seed (derive a generator from it with the round for randomness).
+    clients_per_round : int
+        m, the number of clients sampled each round (DP-FedAvg's fixed denominator).
     """
 
     round: int
@@ -116,6 +120,7 @@ class RoundContext:
     state: dict = field(default_factory=dict)
     store: ClientStore = field(default_factory=ClientStore)
     seed: int = 0
+    clients_per_round: int = 1
 
 
 def _named(fn) -> str:
@@ -150,6 +155,14 @@ class Algorithm:
         ``step(delta, ctx) -> delta``, applied in order after aggregation.
     server_optimizer : ServerOptimizer, optional
         Default: ``ServerSGD(lr=1)``, i.e. ``x + delta`` (FedAvg).
+    differential_privacy : DifferentialPrivacy, optional
+        Clip every update, sum them, add Gaussian noise, divide by the fixed number of
+        clients per round (McMahan et al. 2018); the simulation records epsilon.
+        Needs the mean aggregator and no control variates.
+    secure_aggregation : SecureAggregation, optional
+        Mask every update (Bonawitz et al. 2017) so that the server learns only the
+        sum. Needs the mean aggregator: robust aggregators need the individual
+        updates, which the server then never sees.
 
     Examples
     --------
@@ -159,7 +172,7 @@ class Algorithm:
     ...     return delta * min(1.0, 2.0 / float(delta.norm()))
     >>> alg = Algorithm("capped", server_steps=[cap])
     >>> alg.label()
-    'capped'
+    'capped(cap)'
     """
 
     def __init__(self, name: str = "custom", *, params: dict | None = None, mu: float = 0.0,
@@ -167,7 +180,9 @@ class Algorithm:
                  aggregator: str | Callable = "mean", aggregator_params: dict | None = None,
                  client_steps: Sequence[Callable] = (),
                  server_steps: Sequence[Callable] = (),
-                 server_optimizer: ServerOptimizer | None = None):
+                 server_optimizer: ServerOptimizer | None = None,
+                 differential_privacy: DifferentialPrivacy | None = None,
+                 secure_aggregation: SecureAggregation | None = None):
         self.name = name
         self.params = dict(params or {})
         self.mu = float(mu)
@@ -197,6 +212,27 @@ class Algorithm:
         self.client_steps_list = list(client_steps)
         self.server_steps_list = list(server_steps)
         self.server_optimizer = server_optimizer or ServerSGD(lr=1.0)
+        self.dp, self.secagg = differential_privacy, secure_aggregation
+        for what, obj, cls in (("differential_privacy", self.dp, DifferentialPrivacy),
+                               ("secure_aggregation", self.secagg, SecureAggregation)):
+            if obj is not None and not isinstance(obj, cls):
+                raise ValueError(f"{what} must be a {cls.__name__} or None; got {obj!r}")
+            if obj is None or self.aggregator_name == "mean":
+                continue
+            if self.aggregator_name == "fednova":
+                why = "FedNova normalises each update by its own step count"
+            elif self.aggregator_name in AGGREGATOR_PARAMETERS:
+                why = (f"the {self.aggregator_name} aggregator needs each client's update, "
+                       + ("which secure aggregation hides from the server: only their sum "
+                          "is revealed" if what == "secure_aggregation" else
+                          "and the privacy accounting here is for a noisy sum"))
+            else:
+                why = "a custom aggregator is not a sum"
+            raise ValueError(f"{what} works with the mean aggregator only: {why}")
+        if self.scaffold is not None and (self.dp or self.secagg):
+            what = "differential_privacy" if self.dp else "secure_aggregation"
+            raise ValueError(f"{what} does not combine with SCAFFOLD here: its control "
+                             "variates would be sent unprotected")
 
     def validate(self, clients_per_round: int) -> None:
         """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""
@@ -213,12 +249,25 @@ class Algorithm:
             self.scaffold.update(updates, ctx)
         for step in self.client_steps_list:
             updates = step(updates, ctx)
+        if self.dp is not None:
+            updates = self.dp.clip(updates, ctx)
+        if self.secagg is not None:
+            # from here on the server holds only masked vectors, not the updates
+            masked = self.secagg.mask(updates, ctx, weighted=self.dp is None)
+            updates = updates.replace(delta=None, masked=masked)
         return updates
 
     def aggregate(self, updates: ClientUpdates) -> torch.Tensor:
+        if self.secagg is not None:
+            return (SecureAggregation.unmasked_sum if self.dp is not None
+                    else SecureAggregation.unmasked_mean)(updates.masked)
+        if self.dp is not None:
+            return self.dp.sum(updates)
         return self.aggregator(updates)
 
     def server_steps(self, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        if self.dp is not None:
+            delta = self.dp.noise(delta, ctx)
         for step in self.server_steps_list:
             delta = step(delta, ctx)
         return delta
@@ -232,6 +281,22 @@ class Algorithm:
         """Model-sized vectors sent each way per client: 2 for SCAFFOLD (x and c), else 1."""
         return 2 if self.scaffold is not None else 1
 
+    def bytes_per_client(self, num_parameters: int, clients_per_round: int) -> tuple[int, int]:
+        """Bytes (down, up) per sampled client per round: float32 vectors, and secure
+        aggregation's keys, shares and masked vector from :func:`~fedlab_widgets.secagg.cost_model`."""
+        plain = num_parameters * 4 * self.payload
+        if self.secagg is None:
+            return plain, plain
+        c = cost_model(num_parameters, clients_per_round)
+        return c["secagg_down"], c["secagg_up"]
+
+    def epsilon(self, rounds: int, num_clients: int, clients_per_round: int) -> float:
+        """DP epsilon spent after ``rounds`` rounds (NaN without differential privacy)."""
+        if self.dp is None:
+            return float("nan")
+        return self.dp.epsilon(rounds=rounds, num_clients=num_clients,
+                               clients_per_round=clients_per_round)
+
     def label(self) -> str:
         """``"fedprox(mu=0.01)"``, ``"fedavg"``, ... as in run labels."""
         ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
@@ -239,6 +304,11 @@ class Algorithm:
         if self.aggregator_name not in ("mean", "fednova"):
             extra[:0] = [f"aggregator={self.aggregator_name}"] + [
                 f"{k}={v:g}" for k, v in self.aggregator_params.items()]
+        if self.dp is not None and self.name != "dp-fedavg":
+            extra.append("dp(" + ", ".join(f"{k}={v:g}" for k, v in self.dp.params.items()) + ")")
+        if self.secagg is not None:
+            extra.append("secagg" + ("" if not self.secagg.dropout
+                                     else f"(dropout={self.secagg.dropout:g})"))
         inner = ", ".join(x for x in [ps] + extra if x)
         return f"{self.name}({inner})" if inner else self.name
 
@@ -247,7 +317,11 @@ class Algorithm:
                 "aggregator": self.aggregator_name,
                 "aggregator_params": dict(self.aggregator_params),
                 "client_steps": [_named(s) for s in self.client_steps_list],
-                "server_steps": [_named(s) for s in self.server_steps_list]}
+                "server_steps": [_named(s) for s in self.server_steps_list],
+                "differential_privacy": self.dp is not None,
+                "dp_params": {} if self.dp is None else self.dp.params,
+                "secure_aggregation": self.secagg is not None,
+                "secagg_params": {} if self.secagg is None else self.secagg.params}
 
     def __repr__(self) -> str:
         return f"Algorithm({self.label()})"

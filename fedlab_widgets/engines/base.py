@@ -187,13 +187,17 @@ class ClientUpdates:
         Local SGD steps each client took.
     loss : float64 Tensor ``[M]``
         Each client's mean minibatch training loss.
+    masked : object, optional
+        Under secure aggregation, what the server receives instead of ``delta``
+        (a :class:`fedlab_widgets.secagg.SecureSum`; ``delta`` is then None).
     """
 
     clients: list[int]
-    delta: torch.Tensor
+    delta: torch.Tensor | None
     weight: torch.Tensor
     steps: torch.Tensor
     loss: torch.Tensor
+    masked: object = None
 
     def __len__(self) -> int:
         return len(self.clients)

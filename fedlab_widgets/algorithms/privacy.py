@@ -1,0 +1,177 @@
+"""Differential privacy for client updates: clip, sum, add Gaussian noise, account.
+
+DP-FedAvg as in McMahan et al. 2018 ("Learning Differentially Private Recurrent
+Language Models"), at the level of clients (a neighbouring dataset swaps one
+client's whole data):
+
+1. each client's update is clipped to L2 norm ``clip_norm`` (:meth:`DifferentialPrivacy.clip`);
+2. the server sums the clipped updates, unweighted (:meth:`DifferentialPrivacy.sum`);
+3. adds Gaussian noise of standard deviation ``noise_multiplier * clip_norm`` to the
+   sum and divides by a *fixed* denominator, the number of clients sampled per
+   round ``m`` (:meth:`DifferentialPrivacy.noise`). A fixed denominator keeps the
+   sensitivity of the mean known: dividing by the number of survivors would not.
+
+The privacy spent is computed with Google's ``dp-accounting`` library (RDP
+accountant), for the sampling :class:`~fedlab_widgets.simulation.Simulation`
+really does: a fixed number ``m`` of the ``K`` clients, drawn uniformly without
+replacement, each round (``SampledWithoutReplacementDpEvent``). That accounting
+is defined for the *replace-one* neighbouring relation (K is public), under
+which swapping one client's clipped update for another's moves the sum by up to
+``2 * clip_norm``: the Gaussian event therefore gets ``noise_multiplier / 2``.
+The cheaper Poisson figure (Opacus, or ``PoissonSampledDpEvent``) would be
+wrong here, because the simulation does not sample by Poisson.
+
+Examples
+--------
+>>> dp = DifferentialPrivacy(clip_norm=1.0, noise_multiplier=1.0)
+>>> round(dp.epsilon(rounds=100, num_clients=1000, clients_per_round=10), 2)
+11.21
+
+Only the sampling ratio m / K matters to the accountant; the noise on the *mean*,
+``z * clip_norm / m``, shrinks with m. That is why DP-FL needs many clients per round.
+>>> dp.epsilon(rounds=0, num_clients=1000, clients_per_round=100)
+0.0
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from ..engines.base import ClientUpdates
+from ..params import Param, check_params
+from ..seeds import _generator
+
+__all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates"]
+
+DP_PARAMETERS: tuple[Param, ...] = (
+    Param("clip_norm", 1.0, lo=0.0, lo_open=True, hi=1e4, log=True, ui=(1e-2, 10.0),
+          doc="each client's update is clipped to this L2 norm"),
+    Param("noise_multiplier", 1.0, lo=0.0, hi=100.0, ui=(0.0, 5.0),
+          doc="noise standard deviation on the sum, in units of clip_norm"),
+    Param("delta", 1e-5, lo=0.0, lo_open=True, hi=1.0, hi_open=True, log=True,
+          ui=(1e-8, 1e-2), doc="the delta of (epsilon, delta)-DP"),
+)
+
+# RDP orders: integers where the sampled-without-replacement bound is exact, a few
+# fractional ones (interpolated by the library) for large noise.
+_ORDERS = (1.25, 1.5, 1.75, *range(2, 65), 80, 96, 128, 192, 256, 512, 1024)
+
+
+def clip_updates(updates: ClientUpdates, clip_norm: float) -> ClientUpdates:
+    """Scale each client's update to L2 norm at most ``clip_norm`` (a client step).
+
+    Examples
+    --------
+    >>> import torch
+    >>> u = ClientUpdates([0, 1], torch.tensor([[3., 4.], [0.3, 0.4]]), torch.ones(2),
+    ...                   torch.ones(2), torch.zeros(2))
+    >>> clip_updates(u, 1.0).delta
+    tensor([[0.6000, 0.8000],
+            [0.3000, 0.4000]])
+    """
+    norms = updates.delta.norm(dim=1, keepdim=True)
+    scale = (clip_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+    return updates.replace(delta=updates.delta * scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _rdp_per_round(num_clients: int, clients_per_round: int, noise_multiplier: float):
+    """One round's RDP at :data:`_ORDERS` (a tuple), or None if the library hides it."""
+    import dp_accounting as dpa
+    from dp_accounting import rdp
+    acc = rdp.RdpAccountant(list(_ORDERS), dpa.NeighboringRelation.REPLACE_ONE)
+    acc.compose(_event(num_clients, clients_per_round, noise_multiplier))
+    vec = getattr(acc, "_rdp", None)
+    return None if vec is None else tuple(float(v) for v in vec)
+
+
+def _event(num_clients: int, clients_per_round: int, noise_multiplier: float):
+    import dp_accounting as dpa
+    # replace-one: the sum's L2 sensitivity is 2 * clip_norm, so sigma/sensitivity = z / 2
+    return dpa.SampledWithoutReplacementDpEvent(
+        num_clients, clients_per_round, dpa.GaussianDpEvent(noise_multiplier / 2))
+
+
+class DifferentialPrivacy:
+    """Client-level DP for any mean-aggregating algorithm: clip, sum, noise, account.
+
+    Parameters
+    ----------
+    clip_norm : float, default 1.0
+        Each client's update is scaled to at most this L2 norm.
+    noise_multiplier : float, default 1.0
+        z: the noise on the sum has standard deviation ``z * clip_norm``. 0 gives
+        clipping without privacy (epsilon is infinite).
+    delta : float, default 1e-5
+        The delta of (epsilon, delta)-DP; take it below 1 / num_clients.
+
+    Examples
+    --------
+    >>> dp = DifferentialPrivacy(clip_norm=0.5, noise_multiplier=0.0)
+    >>> dp.epsilon(rounds=1, num_clients=10, clients_per_round=10)
+    inf
+    """
+
+    def __init__(self, *, clip_norm: float = 1.0, noise_multiplier: float = 1.0,
+                 delta: float = 1e-5):
+        p = check_params("differential privacy", DP_PARAMETERS,
+                         dict(clip_norm=clip_norm, noise_multiplier=noise_multiplier, delta=delta))
+        self.clip_norm = p["clip_norm"]
+        self.noise_multiplier = p["noise_multiplier"]
+        self.delta = p["delta"]
+
+    @property
+    def params(self) -> dict:
+        return {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
+                "delta": self.delta}
+
+    @property
+    def noise_std(self) -> float:
+        """Standard deviation of the noise added to the *sum* of the clipped updates."""
+        return self.noise_multiplier * self.clip_norm
+
+    # -- the three steps of the round -----------------------------------------------------------
+    def clip(self, updates: ClientUpdates, ctx=None) -> ClientUpdates:
+        """Client step: every update clipped to ``clip_norm``."""
+        return clip_updates(updates, self.clip_norm)
+
+    @staticmethod
+    def sum(updates: ClientUpdates) -> torch.Tensor:
+        """Aggregator: the unweighted sum of the (clipped) updates."""
+        return updates.delta.sum(dim=0)
+
+    def noise(self, total: torch.Tensor, ctx) -> torch.Tensor:
+        """Server step: ``(sum + N(0, (z * clip_norm)^2 I)) / m`` with m fixed per round."""
+        if self.noise_multiplier > 0:
+            g = _generator(ctx.seed, 9, ctx.round)
+            total = total + self.noise_std * torch.randn(total.shape, generator=g,
+                                                         dtype=total.dtype)
+        return total / ctx.clients_per_round
+
+    # -- accounting ---------------------------------------------------------------------------
+    def epsilon(self, *, rounds: int, num_clients: int, clients_per_round: int) -> float:
+        """Epsilon after ``rounds`` rounds, each sampling ``clients_per_round`` of
+        ``num_clients`` clients without replacement (RDP accountant of dp-accounting).
+        """
+        if rounds <= 0:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        from dp_accounting import rdp
+        per_round = _rdp_per_round(int(num_clients), int(clients_per_round),
+                                   float(self.noise_multiplier))
+        if per_round is None:  # the library changed its internals: compose afresh
+            import dp_accounting as dpa
+            acc = rdp.RdpAccountant(list(_ORDERS), dpa.NeighboringRelation.REPLACE_ONE)
+            acc.compose(_event(num_clients, clients_per_round, self.noise_multiplier), rounds)
+            return float(acc.get_epsilon(self.delta))
+        eps, _ = rdp.rdp_privacy_accountant.compute_epsilon(
+            _ORDERS, [rounds * v for v in per_round], self.delta)
+        return float(eps)
+
+    def __repr__(self) -> str:
+        return (f"DifferentialPrivacy(clip_norm={self.clip_norm:g}, "
+                f"noise_multiplier={self.noise_multiplier:g}, delta={self.delta:g})")
