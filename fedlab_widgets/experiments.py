@@ -11,6 +11,8 @@ The notebooks show the idea; the loops live here:
   ``batch_size``), reporting rounds to a target accuracy;
 * :func:`client_accuracy` and :func:`per_class_accuracy` -- who a global model
   works for: accuracy on each client's own data, and on each digit;
+* :func:`privacy_utility` -- DP-FedAvg's final accuracy against the epsilon spent,
+  for several noise multipliers and numbers of clients;
 * :func:`format_table` -- rows of results as a fixed-width text table.
 
 Everything random takes ``seed=``: the same seed gives the same numbers.
@@ -33,7 +35,7 @@ from .partition import Partition
 from .simulation import (History, RoundRecord, Simulation, _check_int, _check_number, evaluate,
                          sgd_steps)
 
-__all__ = ["train_centralised", "local_train", "sweep", "client_accuracy",
+__all__ = ["train_centralised", "local_train", "sweep", "privacy_utility", "client_accuracy",
            "per_class_accuracy", "format_table"]
 
 
@@ -223,6 +225,65 @@ def sweep(train, test, *, model="2nn", partition: Partition, grid: Mapping[str, 
                    final_accuracy=h.final_accuracy, megabytes=float(h.bytes_total[-1]) / 1e6,
                    seconds=time.perf_counter() - t0, history=h)
         rows.append(row)
+    return rows
+
+
+def privacy_utility(train, test, *, noise_multipliers: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+                    num_clients: Sequence[int] = (100, 1000), client_fraction: float = 0.1,
+                    clip_norm: float = 0.5, delta: float = 1e-5, rounds: int = 20,
+                    model="logreg", scheme: str = "iid", seed: int = 0, **fixed) -> list[dict]:
+    """DP-FedAvg's accuracy and epsilon for each noise multiplier and number of clients.
+
+    For each ``K`` in ``num_clients`` the training set is split into ``K`` clients
+    (``scheme``, seed ``seed``); FedAvg without privacy runs once as the reference
+    (``noise_multiplier`` None, ``epsilon`` inf), then DP-FedAvg once per noise
+    multiplier. ``client_fraction`` is the same for all K, so the sampling ratio,
+    and therefore epsilon, is the same across K for a given noise multiplier:
+    only the number of clients whose updates share the noise changes.
+
+    Parameters
+    ----------
+    noise_multipliers : list of float
+    num_clients : list of int
+    client_fraction, clip_norm, delta, rounds, model, scheme, seed
+        As in :class:`~fedlab_widgets.simulation.Simulation` and ``algorithms.get("dp-fedavg")``.
+    **fixed
+        Other Simulation options (``lr``, ``batch_size``, ``local_epochs``, ...).
+
+    Returns
+    -------
+    list of dict
+        ``num_clients``, ``clients_per_round``, ``noise_multiplier``, ``epsilon``,
+        ``final_accuracy``, ``seconds``, ``history``.
+
+    Examples
+    --------
+    >>> from fedlab_widgets import load_mnist
+    >>> train, test = load_mnist()
+    >>> rows = privacy_utility(train, test, noise_multipliers=[1.0], num_clients=[100],
+    ...                        rounds=2, lr=0.1)
+    >>> [(r["noise_multiplier"], round(r["epsilon"], 2)) for r in rows]
+    [(None, inf), (1.0, 10.6)]
+    """
+    from . import algorithms
+    from .partition import partition as make_partition
+
+    rounds = _check_int("rounds", rounds, 1)
+    rows = []
+    for k in num_clients:
+        parts = make_partition(train.labels, scheme, _check_int("num_clients", k, 1), seed=seed)
+        for z in [None, *noise_multipliers]:
+            alg = "fedavg" if z is None else algorithms.get(
+                "dp-fedavg", clip_norm=clip_norm, noise_multiplier=z, delta=delta)
+            t0 = time.perf_counter()
+            sim = Simulation(model, train, test, parts, client_fraction=client_fraction,
+                             algorithm=alg, seed=seed, eval_every=rounds, **fixed)
+            h = sim.run(rounds)
+            rows.append(dict(num_clients=k, clients_per_round=sim.clients_per_round,
+                             noise_multiplier=z,
+                             epsilon=math.inf if z is None else float(h.epsilon[-1]),
+                             final_accuracy=0.0 if h.diverged else h.final_accuracy,
+                             seconds=time.perf_counter() - t0, history=h))
     return rows
 
 

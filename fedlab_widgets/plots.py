@@ -14,7 +14,8 @@ import numpy as np
 from .partition import Partition
 from .history import History
 
-__all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition"]
+__all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition",
+           "plot_privacy_utility"]
 
 _METRICS = {
     "accuracy": "global test accuracy",
@@ -22,6 +23,7 @@ _METRICS = {
     "train_loss": "mean client training loss",
     "update_norm": "mean client update norm",
     "attack_success": "backdoor attack success rate",
+    "epsilon": "privacy spent (epsilon)",
 }
 
 
@@ -163,7 +165,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     ----------
     histories : History, list of History, or dict label -> History
         Runs to draw; a list uses each history's ``label``.
-    metric : {"accuracy", "loss", "train_loss", "update_norm", "attack_success"}
+    metric : {"accuracy", "loss", "train_loss", "update_norm", "attack_success", "epsilon"}
     ax : matplotlib Axes, optional
     target : float, optional
         Draw a horizontal target line (e.g. 0.97) and mark where each run reaches it.
@@ -209,5 +211,48 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     if title:
         ax.set_title(title)
     if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_privacy_utility(rows, *, ax=None, title: str | None = None):
+    """Final accuracy against epsilon, one line per number of clients.
+
+    ``rows`` as returned by :func:`fedlab_widgets.experiments.privacy_utility`; the
+    non-private reference of each number of clients is a dashed horizontal line, and
+    each point is labelled with its noise multiplier z.
+
+    Examples
+    --------
+    >>> rows = [dict(num_clients=100, clients_per_round=10, noise_multiplier=None,
+    ...              epsilon=float("inf"), final_accuracy=0.9),
+    ...         dict(num_clients=100, clients_per_round=10, noise_multiplier=1.0,
+    ...              epsilon=5.0, final_accuracy=0.8)]
+    >>> fig = plot_privacy_utility(rows)
+    """
+    fig, ax = _axes(ax)
+    for k in dict.fromkeys(r["num_clients"] for r in rows):
+        mine = [r for r in rows if r["num_clients"] == k]
+        dp = sorted((r for r in mine if r["noise_multiplier"] is not None),
+                    key=lambda r: r["epsilon"])
+        label = f"K={k} clients, m={mine[0]['clients_per_round']} per round"
+        (line,) = ax.plot([r["epsilon"] for r in dp], [r["final_accuracy"] for r in dp],
+                          "o-", label=label)
+        for r in dp:
+            ax.annotate(f"z={r['noise_multiplier']:g}", (r["epsilon"], r["final_accuracy"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize="x-small",
+                        color=line.get_color())
+        for r in mine:
+            if r["noise_multiplier"] is None:
+                ax.axhline(r["final_accuracy"], color=line.get_color(), ls="--", lw=1,
+                           label=f"K={k}, no privacy")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon spent (log scale; smaller is more private)")
+    ax.set_ylabel("final test accuracy")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.grid(True, alpha=0.3, which="both")
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return fig

@@ -214,7 +214,8 @@ def make_algorithm(s: dict):
     """The :class:`~fedlab_widgets.algorithms.Algorithm` that settings ``s`` describe."""
     agg = {} if s["aggregator"] == "mean" else {"aggregator": s["aggregator"],
                                                 **_chosen_params(s, "aggregator")}
-    return algorithms.get(s["algorithm"], **agg, **_chosen_params(s, "algorithm"))
+    return algorithms.get(s["algorithm"], **agg, **_chosen_params(s, "algorithm"),
+                          secure_aggregation=bool(s.get("secure_aggregation", False)))
 
 
 def make_attack(s: dict):
@@ -461,7 +462,8 @@ class FedAvgDashboard(_Displayable):
                  alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
                  sigma: float = 1.0, compare_iid: bool = False, algorithm: str = "fedavg",
                  aggregator: str = "mean", attack: str | None = None,
-                 compare_fedavg: bool = False, target: float | None = None, **params):
+                 compare_fedavg: bool = False, secure_aggregation: bool = False,
+                 target: float | None = None, **params):
         unknown = set(params) - set(ALGORITHM_PARAMETERS) - set(AGGREGATOR_PARAMETERS) \
             - set(ATTACK_PARAMETERS)
         if unknown:
@@ -469,7 +471,8 @@ class FedAvgDashboard(_Displayable):
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {', '.join(AGGREGATORS)}; "
                              f"got {aggregator!r}")
-        chosen = {"algorithm": algorithm, "aggregator": aggregator, "attack": attack, **params}
+        chosen = {"algorithm": algorithm, "aggregator": aggregator, "attack": attack,
+                  "secure_aggregation": secure_aggregation, **params}
         for c in ("algorithm", "aggregator", "attack"):
             _, tables, union, prefix = next(x for x in _CHOOSERS if x[0] == c)
             for name in union:
@@ -497,7 +500,9 @@ class FedAvgDashboard(_Displayable):
         if batch_size is not None and batch_size not in BATCH_SIZES:
             bs_options.append((str(batch_size), batch_size))
         self.controls.update({
-            "model": W.Dropdown(options=list(MODELS), value=model, description="model",
+            # "lenet" is the gradient-inversion lessons' model, not one to train here
+            "model": W.Dropdown(options=[m for m in MODELS if m != "lenet"], value=model,
+                                description="model",
                                 style=_STYLE),
             "client_fraction": W.FloatSlider(value=client_fraction, min=0.01,
                                              max=1.0, step=0.01,
@@ -527,6 +532,8 @@ class FedAvgDashboard(_Displayable):
             **{name: param_control(prm, chosen[name]) for name, prm in ATTACK_PARAMETERS.items()},
             "compare_fedavg": W.Checkbox(value=compare_fedavg, description="compare with FedAvg",
                                          style=_STYLE),
+            "secure_aggregation": W.Checkbox(value=bool(secure_aggregation),
+                                             description="secure aggregation", style=_STYLE),
             "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
                                          max=1.0, step=0.01,
                                          description="target (0 = none)", style=_STYLE,
@@ -535,6 +542,8 @@ class FedAvgDashboard(_Displayable):
         self.controls["lr"].tooltip = "client learning rate (> 0)"
         self.controls["compare_iid"].tooltip = (
             "also train the same settings on an IID partition (dashed curve)")
+        self.controls["secure_aggregation"].tooltip = (
+            "mask the updates: the server sees only their sum (not with robust aggregators)")
         self.controls["compare_fedavg"].tooltip = (
             "also train the same settings with FedAvg (dashed curve)")
         self.controls["scheme"].observe(lambda _: _show_scheme_parameter(self.controls),
@@ -581,7 +590,8 @@ class FedAvgDashboard(_Displayable):
         attack_box = W.VBox([W.HTML("<b>Attack</b>"), c["attack"],
                              *[c[name] for name in ATTACK_PARAMETERS]], layout=col)
         defence_box = W.VBox([W.HTML("<b>Defence</b>"), c["aggregator"],
-                              *[c[name] for name in AGGREGATOR_PARAMETERS]], layout=col)
+                              *[c[name] for name in AGGREGATOR_PARAMETERS],
+                              c["secure_aggregation"]], layout=col)
         buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
         self.widget = W.VBox([W.HBox([data_box, local_box, run_box]),
                               W.HBox([attack_box, defence_box]), buttons, self.status,
@@ -820,6 +830,11 @@ class FedAvgDashboard(_Displayable):
         asr = h.attack_success[np.isfinite(h.attack_success)] if len(h) else []
         if len(asr):
             acc_text += f"</b> &middot; backdoor success <b>{asr[-1]:.0%}"
+        eps = h.epsilon[-1] if len(h) else float("nan")
+        if not np.isnan(eps):
+            delta = h.config.get("dp_params", {}).get("delta", float("nan"))
+            acc_text += (f"</b> &middot; privacy spent &epsilon; = <b>{eps:.3g}</b> "
+                         f"(&delta; = {delta:g})<b>")
         self.status.value = (f"{state}: <b>round {r}/{n}</b> &middot; global test accuracy "
                              f"<b>{acc_text}</b> &middot; {elapsed:.1f} s &middot; "
                              f"{mb:.1f} MB communicated")

@@ -262,3 +262,21 @@ def test_explorer_error_has_its_own_row(train):
     assert ex.widget.children[0] is ex.message               # full width, above the controls
     ex.update(alpha=0.01, num_clients=100)
     assert "Error" in ex.message.value and ex.widget.children[0] is ex.message
+
+
+def test_privacy_in_the_dashboard_epsilon_and_secure_aggregation(dashboard):
+    c = dashboard.controls
+    c["algorithm"].value = "dp-fedavg"
+    assert c["clip_norm"].layout.display is None and c["noise_multiplier"].layout.display is None
+    dashboard.update(model="logreg", rounds=2, client_fraction=0.5, noise_multiplier=1.0,
+                     clip_norm=0.5, secure_aggregation=True)
+    h = dashboard.run(blocking=True)
+    assert h.config["secure_aggregation"] and h.config["dp_params"]["clip_norm"] == 0.5
+    assert np.isfinite(h.epsilon).all()
+    assert f"= <b>{h.epsilon[-1]:.3g}</b>" in dashboard.status.value and "&delta;" in dashboard.status.value
+    # a robust aggregator cannot see the masked updates: a message, the run kept
+    dashboard.update(algorithm="fedavg", aggregator="median")
+    with pytest.raises(ValueError, match="secure aggregation hides from the server"):
+        dashboard.run(blocking=True)
+    assert "only their sum" in dashboard.message.value and len(dashboard.histories) == 1
+    assert "lenet" not in c["model"].options
