@@ -339,7 +339,7 @@ def _fmt(v, floatfmt: str) -> str:
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (float, np.floating)):
-        return "nan" if not math.isfinite(v) else format(float(v), floatfmt)
+        return str(float(v)) if not math.isfinite(v) else format(float(v), floatfmt)
     return str(v)
 
 

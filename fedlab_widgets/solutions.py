@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["server_momentum_step", "coordinate_median"]
+__all__ = ["server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
+           "pairwise_mask"]
 
 
 # -- 06-client-drift-remedies ------------------------------------------------------------------
@@ -29,6 +30,28 @@ def coordinate_median(updates) -> torch.Tensor:
     s = updates.delta.sort(dim=0).values
     m = len(s)
     return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
+
+
+# -- 07-what-gradients-leak --------------------------------------------------------------------
+def label_from_gradient(grads) -> int:
+    """Exercise 07.1: the label is the row of the last weight gradient with a negative sum."""
+    last_weight = grads[-2]               # [classes, features]; grads[-1] is its bias
+    return int(last_weight.sum(dim=1).argmin())
+
+
+# -- 08-differential-privacy ---------------------------------------------------------------------
+def clip_to_half(updates, ctx=None):
+    """Exercise 08.1: scale every client's update to L2 norm at most 0.5."""
+    norms = updates.delta.norm(dim=1, keepdim=True)
+    return updates.replace(delta=updates.delta * (0.5 / norms).clamp(max=1.0))
+
+
+# -- 09-secure-aggregation -----------------------------------------------------------------------
+def pairwise_mask(x_u: torch.Tensor, x_v: torch.Tensor, seed: int):
+    """Exercise 09.1: two clients' masked vectors (int64 mod 2**32) whose sum is unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.randint(0, 2 ** 32, x_u.shape, generator=g, dtype=torch.int64)
+    return (x_u + mask) % 2 ** 32, (x_v - mask) % 2 ** 32
 
 
 # -- answers to the exercises of notebooks 00-05 (values, checked by the notebooks' check cells) --
