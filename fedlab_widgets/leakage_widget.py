@@ -77,7 +77,7 @@ class LeakageDemo(_Displayable):
         self.run_button.on_click(lambda _: self.run())
         self.status = W.HTML("Ready: press <b>Run</b> to attack.")
         self.message = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width="600px"))
+        self.image = W.Image(format="png", layout=W.Layout(width="880px"))
         self.widget = W.VBox([W.HBox([self.controls["index"], self.controls["share"]]),
                               W.HBox([self.controls["iterations"], self.run_button]),
                               self.status, self.message, self.image])
@@ -85,18 +85,28 @@ class LeakageDemo(_Displayable):
         self.result = None     # (images, labels, mse) of the last attack
         self._thread: threading.Thread | None = None
         self.draws = 0
-        x, _ = L.pixels(test, index)
-        self._draw(x, None, 0)
+        x, y = L.pixels(test, index)
+        self._draw(x, None, 0, SHARES[share](self.model, x, y))
 
-    def _draw(self, original, current, step) -> None:
-        fig = Figure(figsize=(6.0, 2.2))
-        axes = fig.subplots(1, 2)
+    def _draw(self, original, current, step, sent=None) -> None:
+        if sent is not None:
+            self._sent = sent[-2].detach()      # the last layer's weights: [classes, features]
+        fig = Figure(figsize=(9.0, 2.4))
+        axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 2.2, 1]})
         for ax, img, title in ((axes[0], original, "the client's digit"),
-                               (axes[1], current, f"attacker's guess, step {step}")):
+                               (axes[2], current, f"attacker's guess, step {step}")):
             if img is not None:
                 ax.imshow(np.clip(img[0, 0].numpy(), 0, 1), cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
+        g = self._sent.numpy()
+        lim = float(np.abs(g).max()) or 1.0
+        axes[1].imshow(g, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        axes[1].set_title("what it sends: last layer's gradient\n(one row per class; red < 0)",
+                          fontsize=9)
+        axes[1].set_yticks(range(g.shape[0]))
+        axes[1].tick_params(labelsize=7)
+        axes[1].set_xticks([])
         fig.tight_layout()
         self.image.value = _png(fig)
         self.draws += 1
@@ -123,6 +133,7 @@ class LeakageDemo(_Displayable):
         x, y = L.pixels(self.test, idx)
         sent = SHARES[share](self.model, x, y)
         label = L.infer_label(sent)
+        self._draw(x, None, 0, sent)
         self.run_button.disabled = True
         t0, last = time.perf_counter(), [0.0]
 

@@ -280,3 +280,20 @@ def test_privacy_in_the_dashboard_epsilon_and_secure_aggregation(dashboard):
         dashboard.run(blocking=True)
     assert "only their sum" in dashboard.message.value and len(dashboard.histories) == 1
     assert "lenet" not in c["model"].options
+
+
+def test_leakage_demo_rebuilds_a_digit_from_the_button(test_set):
+    from fedlab_widgets.leakage_widget import LeakageDemo
+
+    demo = LeakageDemo(test_set, index=0, iterations=60)
+    first = demo.image.value
+    demo.run_button.click()                      # a background thread, as in the browser
+    assert demo.wait(120)
+    images, labels, mse = demo.result
+    assert int(labels[0]) == int(test_set.labels[0]) and mse < 1e-3
+    assert "recovered" in demo.status.value and demo.image.value != first and demo.draws >= 2
+    demo.controls["share"].value = "gradient + noise std 0.1"
+    demo.run(blocking=True)
+    assert demo.result[2] > 0.05 and "not recovered" in demo.status.value
+    with pytest.raises(ValueError, match="share must be one of"):
+        LeakageDemo(test_set, share="weights")
