@@ -41,13 +41,13 @@ def attack(model, grads, x, y, *, seed, **kw):
 
 def row(name, mses, labels_ok, seconds):
     mses = [float(m) for m in mses]
-    print(f"{name:<34} {100 * sum(labels_ok) / len(labels_ok):6.1f}% "
+    print(f"{name:<40} {100 * sum(labels_ok) / len(labels_ok):6.1f}% "
           f"{statistics.median(mses):>11.2e} {100 * sum(m < RECOVERED for m in mses) / len(mses):8.1f}% "
           f"{seconds / len(labels_ok):7.1f}", flush=True)
 
 
 def header(title):
-    print(f"\n{title}\n{'setting':<34} {'labels':>7} {'median MSE':>11} {'recovered':>9} {'s/image':>7}")
+    print(f"\n{title}\n{'setting':<40} {'labels':>7} {'median MSE':>11} {'recovered':>9} {'s/image':>7}")
 
 
 def main(argv=None):
