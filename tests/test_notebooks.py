@@ -1,0 +1,44 @@
+"""Every notebook keeps the house rules: a numbered dash-separated name, learning goals at the top,
+a summary, exercises shipped blank with a revealable solution, no stored outputs except cells
+tagged keep_output, and a check cell that falls back on the reference solution."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+BLANK = re.compile(r"^(\w+) = None\b", re.M)   # an exercise's answer cell: my_answer = None
+
+
+def _cells(path):
+    nb = json.loads(path.read_text())
+    return nb, [("".join(c["source"]), c) for c in nb["cells"]]
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 11
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_house_rules(path):
+    assert re.fullmatch(r"\d\d-[a-z0-9]+(-[a-z0-9]+)*", path.stem), path.name
+    nb, cells = _cells(path)
+    assert nb["metadata"].get("language_info", {}).get("name") == "python"   # opens saved
+    assert "Learning goals" in cells[0][0] and cells[0][1]["cell_type"] == "markdown"
+    assert any(re.search(r"^## Summary", s, re.M) for s, c in cells if c["cell_type"] == "markdown")
+    for s, c in cells:
+        if c["cell_type"] == "code" and "keep_output" not in c["metadata"].get("tags", []):
+            assert not c.get("outputs"), f"{path.name}: stored output in {s[:60]!r}"
+    answers = [(i, m.group(1)) for i, (s, c) in enumerate(cells) if c["cell_type"] == "code"
+               for m in BLANK.finditer(s) if len(s.strip().splitlines()) == 1]
+    solutions = sum("<details>" in s for s, c in cells if c["cell_type"] == "markdown")
+    assert solutions >= len(answers)
+    for i, name in answers:
+        # a solution block right after the blank cell, and a later cell that uses the answer
+        assert "<details>" in cells[i + 1][0], f"{path.name}: no solution after {name} = None"
+        assert any(re.search(rf"\b{name}\b", s) for s, c in cells[i + 2:] if c["cell_type"] == "code"), \
+            f"{path.name}: {name} is never checked"
