@@ -65,3 +65,35 @@ def test_local_train_on_two_digits_fits_them(train, test_set):
 def test_format_table_formats_none_and_floats():
     assert format_table([{"a": 1, "b": None}, {"a": 2.5, "b": 0.123456}]) == "a    b\n1    -\n2.5  0.1235"
     assert format_table([]) == ""
+
+
+def test_train_centralised_trains_on_one_thread_and_restores_the_setting(mnist):
+    import dataclasses
+
+    from fedlab_widgets.experiments import train_centralised
+
+    seen = []
+
+    class Spy(torch.nn.Module):     # records the thread setting while it trains
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return self.fc(x.flatten(1))
+
+    train, test = mnist
+    small = dataclasses.replace(train, images=train.images[:500], labels=train.labels[:500])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        h = train_centralised(Spy(), small, test, epochs=1, batch_size=100, lr=0.1)
+        assert set(seen[:5]) == {1} and torch.get_num_threads() == 2 and len(h) == 1
+        seen.clear()
+        train_centralised(Spy(), small, test, epochs=1, batch_size=100, num_threads=None)
+        assert set(seen[:5]) == {2}
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="num_threads must be an integer >= 1"):
+        train_centralised("logreg", small, test, num_threads=0)
