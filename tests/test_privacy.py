@@ -73,6 +73,19 @@ def test_tiny_clip_bounds_every_update_and_the_step(small64):
     torch.testing.assert_close(c[2], u.delta[2])                      # small ones untouched
 
 
+def test_in_the_pipeline_no_clipped_update_exceeds_the_clip(small64):
+    """What the clients send under DP, read from secure aggregation's encoded rows."""
+    from fedlab_widgets.secagg import dequantise
+
+    sim = _run(small64, algorithms.get("dp-fedavg", clip_norm=1e-3, noise_multiplier=0.0,
+                                       secure_aggregation=True), rounds=1)
+    view = sim.server_state["secagg"]
+    sent = dequantise(view.quantised, view.scale)[:, :-1]         # [delta_k, 1] per client
+    norms = sent.norm(dim=1)
+    assert (norms <= 1e-3 + sent.shape[1] ** 0.5 * 0.5 / view.scale).all()
+    assert (norms > 0.9e-3).all()           # the raw updates were far larger: all were clipped
+
+
 def test_the_noise_has_the_formula_standard_deviation():
     dp = DifferentialPrivacy(clip_norm=0.5, noise_multiplier=1.3)
     ctx = RoundContext(round=4, x=torch.zeros(3), lr=0.1, num_clients=100, total_samples=1,
