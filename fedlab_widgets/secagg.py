@@ -229,14 +229,16 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
     n_drop = math.floor(dropout * m)
     order = torch.randperm(m, generator=_generator(seed, 16, round)).tolist()
     dropped = sorted(clients[i] for i in order[:n_drop])
-    survivors = [k for k in clients if k not in set(dropped)]
+    gone = set(dropped)
+    survivors = [k for k in clients if k not in gone]
+    row = {k: i for i, k in enumerate(clients)}
     if len(survivors) < t:
         raise ValueError(f"only {len(survivors)} clients survived, fewer than the threshold "
                          f"{t}: the round cannot be unmasked")
 
     # 6. unmasking with the survivors' shares (any t of them)
     holders = survivors[:t]
-    total = masked[[clients.index(u) for u in survivors]].sum(dim=0)
+    total = masked[[row[u] for u in survivors]].sum(dim=0)
     rebuilt = {}
     for u in survivors:
         bu = shamir_reconstruct({h: b_shares[u][h] for h in holders})
@@ -248,7 +250,7 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
         for u in survivors:
             mask = _prg(pow(pk[u], skv, FIELD_PRIME), d)
             # u added the pair's mask if u comes first in client order, else subtracted it
-            total += -mask if clients.index(u) < clients.index(v) else mask
+            total += -mask if row[u] < row[v] else mask
     total %= MODULUS
     return SecureSum(clients=clients, survivors=survivors, dropped=dropped, quantised=quantised,
                      masked=masked, total=dequantise(total, scale), scale=scale, threshold=t,

@@ -54,7 +54,6 @@ from .seeds import _generator
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps"]
 
-BYTES_PER_PARAMETER = 4  # float32 on the wire
 
 
 @torch.inference_mode()

@@ -33,7 +33,9 @@ from .robust import check_clients
 from .scaffold import ControlVariates
 from .server_optimizers import ServerOptimizer, ServerSGD
 
-__all__ = ["Algorithm", "RoundContext", "ClientStore"]
+__all__ = ["Algorithm", "RoundContext", "ClientStore", "BYTES_PER_PARAMETER"]
+
+BYTES_PER_PARAMETER = 4  # float32 on the wire
 
 
 class ClientStore:
@@ -284,7 +286,7 @@ class Algorithm:
     def bytes_per_client(self, num_parameters: int, clients_per_round: int) -> tuple[int, int]:
         """Bytes (down, up) per sampled client per round: float32 vectors, and secure
         aggregation's keys, shares and masked vector from :func:`~fedlab_widgets.secagg.cost_model`."""
-        plain = num_parameters * 4 * self.payload
+        plain = num_parameters * BYTES_PER_PARAMETER * self.payload
         if self.secagg is None:
             return plain, plain
         c = cost_model(num_parameters, clients_per_round)
