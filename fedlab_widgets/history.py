@@ -30,6 +30,11 @@ class RoundRecord:
     ``x_k - x`` (how far local training moved them from the global model);
     ``epsilon`` is the privacy spent up to and including this round under
     differential privacy (NaN without it; infinite with zero noise).
+    ``dropped`` and ``stragglers`` list the sampled clients that never reported
+    and those that did only part of their local work; ``reported`` is the number
+    of updates aggregated (``bytes_up`` counts only theirs); ``client_accuracy``
+    is each client's accuracy on its local test set (empty unless the simulation
+    has ``local_test_fraction``); ``note`` says why a round made no update.
     """
 
     round: int
@@ -45,6 +50,11 @@ class RoundRecord:
     attack_success: float = float("nan")  # backdoor: triggered test images classified as target
     attackers: int = 0  # malicious clients among the sampled ones
     epsilon: float = float("nan")  # cumulative (epsilon, delta)-DP spent so far (NaN without DP)
+    dropped: list[int] = field(default_factory=list)      # sampled, never reported
+    stragglers: list[int] = field(default_factory=list)   # did only part of their local work
+    reported: int = -1  # updates aggregated (-1: not recorded, i.e. every sampled client)
+    client_accuracy: list[float] = field(default_factory=list)  # per client, local test sets
+    note: str = ""
 
 
 @dataclass
@@ -99,6 +109,28 @@ class History:
     def epsilon(self) -> np.ndarray:
         """Cumulative DP epsilon after each round (NaN without differential privacy)."""
         return self._array("epsilon")
+
+    @property
+    def reported(self) -> np.ndarray:
+        """Updates aggregated per round (sampled minus dropped, minus dropped stragglers)."""
+        return np.array([len(r.clients) if r.reported < 0 else r.reported for r in self.records],
+                        dtype=int)
+
+    @property
+    def client_accuracy(self) -> np.ndarray:
+        """``[rounds, num_clients]``: each client's local test accuracy (NaN rows for rounds
+        not evaluated; empty without per-client test sets)."""
+        k = max((len(r.client_accuracy) for r in self.records), default=0)
+        if not k:
+            return np.zeros((len(self.records), 0))
+        return np.array([r.client_accuracy if len(r.client_accuracy) == k else [np.nan] * k
+                         for r in self.records], dtype=float)
+
+    def client_spread(self) -> dict:
+        """Per round: mean, 10th and 90th percentile and worst client local accuracy
+        (arrays, NaN for rounds without per-client figures)."""
+        rows = [_spread(r.client_accuracy) for r in self.records]
+        return {key: np.array([row[key] for row in rows]) for key in ("mean", "p10", "p90", "worst")}
 
     @property
     def seconds(self) -> np.ndarray:
@@ -169,6 +201,9 @@ class History:
                 for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success"):
                     if r.get(k) is None:
                         r[k] = float("nan")
+                if r.get("client_accuracy"):
+                    r["client_accuracy"] = [float("nan") if a is None else a
+                                            for a in r["client_accuracy"]]
                 if "epsilon" in r and r["epsilon"] is None:   # inf and NaN are both saved as null
                     r["epsilon"] = float("inf") if d.get("config", {}).get(
                         "dp_params", {}).get("noise_multiplier") == 0 else float("nan")
@@ -185,6 +220,15 @@ class History:
         if len(self) and not math.isnan(self.records[-1].epsilon):
             s += f", epsilon {self.records[-1].epsilon:.3g}"
         return s + (f" ({self.stop_reason})" if self.stop_reason else "")
+
+
+def _spread(acc) -> dict:
+    a = np.asarray(acc, dtype=float)
+    a = a[np.isfinite(a)]
+    if not len(a):
+        return {"mean": math.nan, "p10": math.nan, "p90": math.nan, "worst": math.nan}
+    return {"mean": float(a.mean()), "p10": float(np.percentile(a, 10)),
+            "p90": float(np.percentile(a, 90)), "worst": float(a.min())}
 
 
 def _plain(x):

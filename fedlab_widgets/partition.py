@@ -28,6 +28,13 @@ Schemes
 ``quantity``
     Quantity skew: IID labels, client sizes proportional to log-normal draws with
     spread ``sigma`` (0 gives equal sizes), each at least ``min_size``.
+``powerlaw``
+    Label *and* quantity skew, as in the FedProx paper's MNIST set-up (Li et al.
+    2020: 1000 devices, 2 digits each, power-law sizes): every client holds
+    ``classes_per_client`` labels (chosen as in ``label_count``) and wants
+    ``min_size`` plus a Pareto(``exponent``) share of the data; each label's
+    samples are split among its holders in proportion to what they want. A
+    smaller ``exponent`` gives a heavier tail (a few very large clients).
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ SCHEME_PARAMETERS: dict[str, tuple[Param, ...]] = {
                           doc="labels each client holds"),),
     "quantity": (Param("sigma", 1.0, lo=0.0, hi=10.0, ui=(0.0, 3.0),
                        doc="log-normal spread of client sizes (0 = equal sizes)"),
+                 Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
+    "powerlaw": (Param("exponent", 1.5, lo=0.1, hi=10.0, log=True, ui=(0.5, 5.0),
+                       doc="Pareto shape of client sizes: small = a few huge clients"),
+                 Param("classes_per_client", 2, kind="int", lo=1,
+                       doc="labels each client holds (FedProx's MNIST: 2)"),
                  Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
 }
 SCHEMES = tuple(SCHEME_PARAMETERS)
@@ -192,7 +204,7 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     ----------
     labels : torch.Tensor or array-like of int, or a dataset with ``.labels``
         The label of every sample.
-    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity", "powerlaw"}
     num_clients : int
         At least 1 and at most the number of samples.
     seed : int
@@ -202,7 +214,8 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     **params
         The scheme's parameters: ``shards_per_client`` (shards), ``alpha`` and
         ``min_size`` (dirichlet), ``classes_per_client`` (label_count), ``sigma``
-        and ``min_size`` (quantity). See the module docstring.
+        and ``min_size`` (quantity), ``exponent``, ``classes_per_client`` and
+        ``min_size`` (powerlaw). See the module docstring.
 
     Returns
     -------
@@ -356,7 +369,47 @@ def _quantity(y, k, rng, *, sigma, min_size, **_):
     return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
 
 
+def _powerlaw(y, k, rng, *, exponent, classes_per_client, min_size, num_classes, **_):
+    n = len(y)
+    present = np.flatnonzero(np.bincount(y, minlength=num_classes))
+    cpc = _check_int("classes_per_client", classes_per_client, 1, len(present),
+                     " (the number of classes present)")
+    min_size = _check_int("min_size", min_size, 1, n // k,
+                          f" (num_clients * min_size must not exceed the {n} samples)")
+    want = 1.0 + rng.pareto(exponent, k)                   # power-law (Pareto) sizes
+    want = min_size + (n - k * min_size) * want / want.sum()
+    holders = [[] for _ in range(num_classes)]
+    count = np.zeros(num_classes, dtype=np.int64)
+    for c in rng.permutation(k):                          # balanced labels, as label_count
+        key = count[present] + rng.random(len(present))
+        chosen = present[np.argsort(key)[:cpc]]
+        for lab in chosen:
+            holders[lab].append(c)
+        count[chosen] += 1
+    parts = [[] for _ in range(k)]
+    for lab in present:
+        if not holders[lab]:
+            continue
+        ix = rng.permutation(np.flatnonzero(y == lab))
+        h = np.array(holders[lab])
+        if len(ix) < len(h) * max(1, min_size // cpc):
+            raise ValueError(
+                f"classes_per_client={cpc} with num_clients={k}: label {lab} has only "
+                f"{len(ix)} samples for {len(h)} clients; use fewer clients or a smaller min_size")
+        # each holder gets its floor share (at least min_size // cpc), the rest by largest remainder
+        base = max(1, min_size // cpc)
+        share = want[h] / want[h].sum() * (len(ix) - base * len(h))
+        sizes = np.floor(share).astype(np.int64)
+        rest = (len(ix) - base * len(h)) - int(sizes.sum())
+        sizes[np.argsort(-(share - sizes), kind="stable")[:rest]] += 1
+        sizes += base
+        for c, piece in zip(h, np.split(ix, np.cumsum(sizes)[:-1])):
+            parts[c].append(piece)
+    return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
+
+
 _SCHEME_FUNCS = {
+    "powerlaw": _powerlaw,
     "iid": _iid,
     "shards": _shards,
     "dirichlet": _dirichlet,

@@ -45,6 +45,10 @@ from torch import nn
 
 from . import algorithms as _algorithms
 from . import attacks as _attacks
+from . import compression as _compression
+from .algorithms.fedper import head_slice
+from .personalisation import client_accuracy, split_local_test
+from .systems import check_system, client_fates, truncate_schedule
 from .algorithms import Algorithm, ClientStore, RoundContext
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
@@ -114,6 +118,27 @@ class Simulation:
     attack : str or Attack, optional
         Malicious clients (:func:`fedlab_widgets.attacks.get`): a fraction of the
         clients, chosen once from ``seed``, attack whenever they are sampled.
+    dropout : float, default 0
+        Chance, in [0, 1), that a sampled client never reports (drawn per client
+        and round from ``seed``); the round aggregates the survivors
+        (:mod:`fedlab_widgets.systems`).
+    stragglers : float, default 0
+        Chance, in [0, 1], that a reporting client can finish only part of its
+        local steps, a share drawn uniformly from ``straggler_work``.
+    straggler_work : (float, float), default (0.1, 1.0)
+    straggler_mode : {"auto", "drop", "partial"}, default "auto"
+        What the server does with stragglers: ``"drop"`` ignores them (FedAvg as
+        deployed), ``"partial"`` aggregates their partial work (FedProx, FedNova);
+        ``"auto"`` is ``"drop"`` for plain FedAvg and ``"partial"`` otherwise.
+    compression : str or Compressor, optional
+        What clients send instead of their full update
+        (:func:`fedlab_widgets.compression.get`: top-k with error feedback,
+        random-k, QSGD); ``bytes_up`` counts what is really sent.
+    local_test_fraction : float, default 0
+        If in (0, 1): each client holds out this share of its data (seeded) as a
+        local test set, and every evaluated round records the global model's
+        accuracy on each client's (``record.client_accuracy``); see
+        :mod:`fedlab_widgets.personalisation`.
     seed : int, default 0
     eval_every : int, default 1
         Evaluate the global model on the test set every this many rounds (and on
@@ -143,7 +168,10 @@ class Simulation:
 
     def __init__(self, model, train, test, partition: Partition, *, client_fraction: float = 0.1,
                  local_epochs: int = 1, batch_size: int | None = 10, lr: float = 0.1,
-                 algorithm: str | Algorithm | None = None, attack=None, seed: int = 0,
+                 algorithm: str | Algorithm | None = None, attack=None,
+                 dropout: float = 0.0, stragglers: float = 0.0, straggler_work=(0.1, 1.0),
+                 straggler_mode: str = "auto", compression=None,
+                 local_test_fraction: float = 0.0, seed: int = 0,
                  eval_every: int = 1, engine: str = "auto", num_threads: int | None = 1):
         self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
                                              "in (0, 1]", lo_open=True)
@@ -162,6 +190,26 @@ class Simulation:
         self.seed = int(seed)
         self.algorithm = _algorithms.resolve(algorithm)
         self.attack = _attacks.resolve(attack)
+        system = check_system(dropout=dropout, stragglers=stragglers,
+                              straggler_work=straggler_work, straggler_mode=straggler_mode)
+        self.dropout, self.stragglers = system["dropout"], system["stragglers"]
+        self.straggler_work = system["straggler_work"]
+        self.straggler_mode = straggler_mode if straggler_mode != "auto" else (
+            "drop" if self.algorithm.name == "fedavg" else "partial")
+        self.compression = _compression.resolve(compression)
+        if self.compression is not None:
+            if self.algorithm.secagg is not None:
+                raise ValueError("compression does not combine with secure aggregation: masked "
+                                 "updates are dense, random-looking integers")
+            if self.algorithm.scaffold is not None:
+                raise ValueError("compression does not combine with SCAFFOLD here: its control "
+                                 "variates would be sent uncompressed")
+        if isinstance(local_test_fraction, bool) or not isinstance(
+                local_test_fraction, (int, float, np.floating)) \
+                or not 0.0 <= float(local_test_fraction) < 1.0:
+            raise ValueError("local_test_fraction must be a number in [0, 1) (0: no per-client "
+                             f"test sets); got {local_test_fraction!r}")
+        self.local_test_fraction = float(local_test_fraction)
         if not isinstance(partition, Partition):
             raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
                              f"got {type(partition).__name__}")
@@ -174,7 +222,13 @@ class Simulation:
             if not (hasattr(data, "images") and hasattr(data, "labels")):
                 raise ValueError(f"{what} must be a dataset with .images and .labels (see "
                                  f"load_mnist); got {type(data).__name__}")
-        self.train, self.test, self.partition = train, test, partition
+        self.train, self.test = train, test
+        self.full_partition = partition
+        self.local_test: list[torch.Tensor] | None = None
+        if self.local_test_fraction:
+            partition, self.local_test = split_local_test(partition, self.local_test_fraction,
+                                                          seed=self.seed)
+        self.partition = partition   # what clients train on
         self.global_model, self.model_name = as_model(model, seed=self.seed)
         self.global_model.train()
         self._initial_state = copy.deepcopy(self.global_model.state_dict())
@@ -185,6 +239,7 @@ class Simulation:
         self.malicious = frozenset() if self.attack is None else \
             self.attack.choose(self.num_clients, self.seed)
         self.layout = FlatLayout(self.global_model)
+        self.head = head_slice(self.layout) if self.algorithm.fedper is not None else None
         self.engine_name = engine
         self.engine = get_engine(engine, self.global_model, train)
         self.total_samples = int(partition.sizes.sum())
@@ -201,21 +256,31 @@ class Simulation:
             "partition": self.partition.label(), "scheme": self.partition.scheme,
             "partition_params": dict(self.partition.params),
             "partition_seed": self.partition.seed,
-            "partition_fingerprint": self.partition.fingerprint(),
+            "partition_fingerprint": self.full_partition.fingerprint(),
             "num_clients": self.num_clients, "client_fraction": self.client_fraction,
             "clients_per_round": self.clients_per_round, "local_epochs": self.local_epochs,
             "batch_size": self.batch_size, "lr": self.lr, **self.algorithm.config(),
             **({} if self.attack is None else {**self.attack.config(),
                                                "malicious_clients": sorted(self.malicious)}),
+            "dropout": self.dropout, "stragglers": self.stragglers,
+            "straggler_work": list(self.straggler_work), "straggler_mode": self.straggler_mode,
+            **({} if self.compression is None else self.compression.config()),
+            "local_test_fraction": self.local_test_fraction,
             "seed": self.seed, "engine": self.engine.name, "num_threads": self.num_threads,
             "num_parameters": self.num_parameters,
         }
 
     def default_label(self) -> str:
         b = "inf" if self.batch_size is None else self.batch_size
-        attack = "" if self.attack is None else f", {self.attack.label()}"
-        return (f"{self.algorithm.label()}, {self.model_name}, {self.partition.label()}, "
-                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}{attack}")
+        extra = "" if self.attack is None else f", {self.attack.label()}"
+        if self.dropout:
+            extra += f", dropout={self.dropout:g}"
+        if self.stragglers:
+            extra += f", stragglers={self.stragglers:g} ({self.straggler_mode})"
+        if self.compression is not None:
+            extra += f", {self.compression.label()}"
+        return (f"{self.algorithm.label()}, {self.model_name}, {self.full_partition.label()}, "
+                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}{extra}")
 
     # -- randomness shared by all engines ----------------------------------------------
     def sample_clients(self, round_: int) -> list[int]:
@@ -239,6 +304,28 @@ class Simulation:
     def evaluate(self) -> tuple[float, float]:
         """Test accuracy and loss of the current global model."""
         return evaluate(self.global_model, self.test)
+
+    def client_model(self, client: int) -> torch.Tensor:
+        """Client ``client``'s model, flat ``[D]``: the global model, or under FedPer the
+        global model with the client's own head."""
+        x = self.layout.flatten(self.global_model.parameters())
+        if self.algorithm.fedper is None:
+            return x
+        return self.algorithm.fedper.personal_model(client, x, self.client_store, self.head)
+
+    def client_accuracy(self) -> np.ndarray:
+        """Accuracy of each client's model (see :meth:`client_model`) on its local test set.
+
+        Needs ``local_test_fraction``; NaN for a client without local test samples.
+        """
+        if self.local_test is None:
+            raise ValueError("client_accuracy needs per-client test sets: build the Simulation "
+                             "with local_test_fraction (for example 0.2)")
+        personal = None
+        if self.algorithm.fedper is not None:
+            personal = {k: self.client_model(k)
+                        for k in self.client_store.clients(self.algorithm.fedper.store_key)}
+        return client_accuracy(self.global_model, self.train, self.local_test, personal=personal)
 
     def stop(self) -> None:
         """Ask a running :meth:`run` or :meth:`rounds` to stop after the current round.
@@ -293,33 +380,53 @@ class Simulation:
         alg = self.algorithm
         params = list(self.global_model.parameters())
         clients = self.sample_clients(r)
-        schedule = self.make_schedule(r, clients)
+        fates = client_fates(clients, round_=r, seed=self.seed, dropout=self.dropout,
+                             stragglers=self.stragglers, straggler_work=self.straggler_work)
+        training = fates.full + (fates.stragglers if self.straggler_mode == "partial" else [])
+        train_loss = update_norm = float("nan")
+        finite, skipped = True, None
+        if not training:
+            skipped = "no client reported"
+        elif alg.aggregator_name in _algorithms.AGGREGATOR_PARAMETERS:
+            try:
+                alg.validate(len(training))
+            except ValueError as e:
+                skipped = f"too few clients reported for the aggregator ({e})"
         with _threads(self.num_threads), torch.no_grad():
             x = self.layout.flatten(params)
-            ctx = RoundContext(round=r, x=x, lr=self.lr, num_clients=self.num_clients,
-                               total_samples=self.total_samples, state=self.server_state,
-                               store=self.client_store, seed=self.seed,
-                               clients_per_round=self.clients_per_round)
-            rule = alg.local_rule(schedule.clients, ctx)
-            if self.attack is not None:
-                rule = self.attack.local_rule(rule, schedule.clients, self.malicious, self.train)
-            updates = self.engine.train_clients(x, schedule, lr=self.lr, rule=rule)
-            p = updates.weight / updates.weight.sum()
-            train_loss = float((p * updates.loss).sum())
-            update_norm = float(updates.delta.norm(dim=1).double().mean())
-            finite = math.isfinite(train_loss) and math.isfinite(update_norm)
-            if finite:
+            if skipped is None:
+                schedule = truncate_schedule(self.make_schedule(r, sorted(training)), fates.work)
+                ctx = RoundContext(round=r, x=x, lr=self.lr, num_clients=self.num_clients,
+                                   total_samples=self.total_samples, state=self.server_state,
+                                   store=self.client_store, seed=self.seed,
+                                   clients_per_round=self.clients_per_round, head=self.head)
+                ctx.start = alg.local_start(schedule.clients, ctx)
+                rule = alg.local_rule(schedule.clients, ctx)
                 if self.attack is not None:
-                    updates = self.attack.client_step(updates, ctx, self.malicious)
-                updates = alg.client_steps(updates, ctx)
-                delta = alg.server_steps(alg.aggregate(updates), ctx)
-                x_new = alg.server_update(x, delta, ctx)
-                finite = bool(torch.isfinite(x_new).all())
-            if finite:
-                torch._foreach_copy_(params, self.layout.views(x_new))
+                    rule = self.attack.local_rule(rule, schedule.clients, self.malicious,
+                                                  self.train)
+                updates = self.engine.train_clients(x, schedule, lr=self.lr, rule=rule,
+                                                    start=ctx.start)
+                p = updates.weight / updates.weight.sum()
+                train_loss = float((p * updates.loss).sum())
+                update_norm = float(updates.delta.norm(dim=1).double().mean())
+                finite = math.isfinite(train_loss) and math.isfinite(update_norm)
+                if finite:
+                    if self.attack is not None:
+                        updates = self.attack.client_step(updates, ctx, self.malicious)
+                    if self.compression is not None:
+                        updates = self.compression(updates, ctx)
+                    updates = alg.client_steps(updates, ctx)
+                    delta = alg.server_steps(alg.aggregate(updates), ctx)
+                    x_new = alg.server_update(x, delta, ctx)
+                    finite = bool(torch.isfinite(x_new).all())
+                if finite:
+                    torch._foreach_copy_(params, self.layout.views(x_new))
             acc, loss = self.evaluate() if finite and evaluate else (float("nan"), float("nan"))
             asr = self.attack.success_rate(self.global_model, self.test) \
                 if finite and evaluate and self.attack is not None else float("nan")
+            per_client = [float(a) for a in self.client_accuracy()] \
+                if finite and evaluate and self.local_test is not None else []
         if not finite:
             # keep the last good global model so that the simulation stays usable
             what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
@@ -328,16 +435,22 @@ class Simulation:
                      f"lr={self.lr:g} is probably too large; try a smaller lr"
                      + (" or server_lr" if "server_lr" in alg.params else ""))
             self.history.stop_reason = f"diverged at round {r}: {what} ({cause})"
-        sizes = updates.weight
+        reported = 0 if skipped else len(training)
         down, up = alg.bytes_per_client(self.num_parameters, self.clients_per_round)
+        if self.compression is not None:
+            up = self.compression.bytes_up(self.num_parameters)
+        samples = int(sum(len(ix) for ix in schedule.indices)) if reported else 0
         return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
                            clients=clients, bytes_down=down * len(clients),
-                           bytes_up=up * len(clients),
+                           bytes_up=up * reported,
                            seconds=time.perf_counter() - t0,
-                           samples=int(sizes.sum()) * self.local_epochs, update_norm=update_norm,
+                           samples=samples, update_norm=update_norm,
                            attack_success=asr,
                            attackers=sum(k in self.malicious for k in clients),
-                           epsilon=alg.epsilon(r, self.num_clients, self.clients_per_round))
+                           epsilon=alg.epsilon(r, self.num_clients, self.clients_per_round),
+                           dropped=fates.dropped, stragglers=fates.stragglers,
+                           reported=reported, client_accuracy=per_client,
+                           note=skipped or "")
 
     def run(self, rounds: int, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:

@@ -14,6 +14,8 @@ name           what changes from FedAvg                                         
 ``fedadagrad`` server Adagrad (Reddi et al. 2021)                                ``server_lr``, ``beta1``, ``tau``
 ``dp-fedavg``  clip each update, sum, add Gaussian noise, divide by m            ``clip_norm``, ``noise_multiplier``,
                (McMahan et al. 2018); epsilon from dp-accounting                 ``delta``
+``fedper``     each client keeps its own last layer (personal head); only the    --
+               other layers are federated (Arivazhagan et al. 2019)
 =============  ===============================================================  =====================================
 
 Differential privacy and secure aggregation also compose with any algorithm
@@ -34,7 +36,7 @@ Traceback (most recent call last):
 ValueError: mu must be a number from 0 to 10; got -1
 >>> algorithms.get("fedsgd")
 Traceback (most recent call last):
-ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg; got 'fedsgd'
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, fedper; got 'fedsgd'
 >>> algorithms.get("fedprox", mu=0.1, secure_aggregation=True)
 Algorithm(fedprox(mu=0.1, secagg))
 >>> algorithms.get("fedavg", aggregator="median", secure_aggregation=True)
@@ -87,6 +89,7 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
     "fedyogi": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
     "fedadagrad": (_server_lr(0.01), _BETA1, _TAU),
     "dp-fedavg": DP_PARAMETERS,
+    "fedper": (),
 }
 NAMES: tuple[str, ...] = tuple(PARAMETERS)
 
@@ -169,6 +172,8 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
         kw.update(control_variates=True, server_optimizer=ServerSGD(lr=p["server_lr"]))
     elif name == "fednova":
         kw["aggregator"] = "fednova"
+    elif name == "fedper":
+        kw["personal_head"] = True
     elif name == "fedavgm":
         kw["server_optimizer"] = ServerSGD(lr=p["server_lr"], momentum=p["momentum"])
     elif name in ("fedadam", "fedyogi", "fedadagrad"):

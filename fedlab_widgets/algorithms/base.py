@@ -28,6 +28,7 @@ from ..engines.base import ClientUpdates, LocalRule
 from ..params import check_params
 from ..secagg import SecureAggregation, cost_model
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
+from .fedper import PrivateHead
 from .privacy import DifferentialPrivacy
 from .robust import check_clients
 from .scaffold import ControlVariates
@@ -112,6 +113,10 @@ class RoundContext:
         The simulation's seed (derive a generator from it with the round for randomness).
     clients_per_round : int
         m, the number of clients sampled each round (DP-FedAvg's fixed denominator).
+    head : slice, optional
+        The flat coordinates of the model's last layer (FedPer's personal head).
+    start : Tensor [M, D], optional
+        Where each client started this round, when not from ``x`` (FedPer).
     """
 
     round: int
@@ -123,6 +128,8 @@ class RoundContext:
     store: ClientStore = field(default_factory=ClientStore)
     seed: int = 0
     clients_per_round: int = 1
+    head: slice | None = None
+    start: torch.Tensor | None = None
 
 
 def _named(fn) -> str:
@@ -165,6 +172,9 @@ class Algorithm:
         Mask every update (Bonawitz et al. 2017) so that the server learns only the
         sum. Needs the mean aggregator: robust aggregators need the individual
         updates, which the server then never sees.
+    personal_head : bool, default False
+        FedPer (Arivazhagan et al. 2019): each client keeps its own last layer,
+        starts every round from it, and sends only the other layers' update.
 
     Examples
     --------
@@ -184,7 +194,8 @@ class Algorithm:
                  server_steps: Sequence[Callable] = (),
                  server_optimizer: ServerOptimizer | None = None,
                  differential_privacy: DifferentialPrivacy | None = None,
-                 secure_aggregation: SecureAggregation | None = None):
+                 secure_aggregation: SecureAggregation | None = None,
+                 personal_head: bool = False):
         self.name = name
         self.params = dict(params or {})
         self.mu = float(mu)
@@ -215,6 +226,11 @@ class Algorithm:
         self.server_steps_list = list(server_steps)
         self.server_optimizer = server_optimizer or ServerSGD(lr=1.0)
         self.dp, self.secagg = differential_privacy, secure_aggregation
+        if not isinstance(personal_head, bool):
+            raise ValueError(f"personal_head must be True or False; got {personal_head!r}")
+        self.fedper = PrivateHead() if personal_head else None
+        if self.fedper is not None and control_variates:
+            raise ValueError("personal_head does not combine with SCAFFOLD's control variates")
         for what, obj, cls in (("differential_privacy", self.dp, DifferentialPrivacy),
                                ("secure_aggregation", self.secagg, SecureAggregation)):
             if obj is not None and not isinstance(obj, cls):
@@ -246,7 +262,13 @@ class Algorithm:
         correction = None if self.scaffold is None else self.scaffold.correction(clients, ctx)
         return LocalRule(mu=self.mu, correction=correction)
 
+    def local_start(self, clients: Sequence[int], ctx: RoundContext) -> torch.Tensor | None:
+        """Where each client starts (``[M, D]``), or None for the global model (all but FedPer)."""
+        return None if self.fedper is None else self.fedper.start(clients, ctx)
+
     def client_steps(self, updates: ClientUpdates, ctx: RoundContext) -> ClientUpdates:
+        if self.fedper is not None:
+            updates = self.fedper.keep_heads(updates, ctx, ctx.start)
         if self.scaffold is not None:
             self.scaffold.update(updates, ctx)
         for step in self.client_steps_list:
@@ -323,6 +345,7 @@ class Algorithm:
                 "differential_privacy": self.dp is not None,
                 "dp_params": {} if self.dp is None else self.dp.params,
                 "secure_aggregation": self.secagg is not None,
+                "personal_head": self.fedper is not None,
                 "secagg_params": {} if self.secagg is None else self.secagg.params}
 
     def __repr__(self) -> str:

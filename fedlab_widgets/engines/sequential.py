@@ -50,7 +50,9 @@ class SequentialEngine:
 
     The worker's parameters are overwritten with the global model's for each
     client, trained with :func:`sgd_steps`, and its row of the update tensor is
-    ``x_k - x``. Slow but obviously right: the vectorised engine is tested
+    ``x_k - x``. With ``start`` (``[M, D]``, one row per schedule row) client ``k``
+    starts from its own row instead (a personal head) and its update is
+    ``x_k - start_k``. Slow but obviously right: the vectorised engine is tested
     against it.
     """
 
@@ -63,7 +65,8 @@ class SequentialEngine:
         self.params = list(self.worker.parameters())
 
     def train_clients(self, x: torch.Tensor, schedule: Schedule, *, lr: float,
-                      rule: LocalRule = LocalRule()) -> ClientUpdates:
+                      rule: LocalRule = LocalRule(), start: torch.Tensor | None = None
+                      ) -> ClientUpdates:
         layout = self.layout
         xs = layout.views(x)
         M = len(schedule)
@@ -71,13 +74,14 @@ class SequentialEngine:
         loss = torch.empty(M, dtype=torch.float64)
         for row in range(M):
             with torch.no_grad():
-                torch._foreach_copy_(self.params, xs)
+                torch._foreach_copy_(self.params, xs if start is None else layout.views(start[row]))
             c = None if rule.correction is None else layout.views(rule.correction[row])
             losses = sgd_steps(self.worker, self.params, self.train, schedule.batches(row),
                                lr=lr, rule=rule, x=xs, correction=c, row=row)
             loss[row] = float(torch.stack(losses).double().mean())
             with torch.no_grad():
-                torch.sub(layout.flatten(self.params), x, out=delta[row])
+                torch.sub(layout.flatten(self.params), x if start is None else start[row],
+                          out=delta[row])
         return ClientUpdates(clients=list(schedule.clients), delta=delta,
                              weight=schedule.weights.clone(), steps=schedule.steps.clone(),
                              loss=loss)

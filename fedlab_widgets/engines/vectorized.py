@@ -218,13 +218,15 @@ class VectorizedEngine:
     # -- the round ------------------------------------------------------------------------
     @torch.no_grad()
     def train_clients(self, x: torch.Tensor, schedule: Schedule, *, lr: float,
-                      rule: LocalRule = LocalRule()) -> ClientUpdates:
+                      rule: LocalRule = LocalRule(), start: torch.Tensor | None = None
+                      ) -> ClientUpdates:
         plan = _Plan(schedule, self.dtype)
         M = len(schedule)
         P, delta = self._buffers(M)
         xl = self.layout.views(x)
-        for s, g in zip(P, xl):
-            s.copy_(g.unsqueeze(0).expand_as(s))
+        origin = [g.unsqueeze(0) for g in xl] if start is None else self.layout.views(start)
+        for s, g in zip(P, origin):
+            s.copy_(g.expand_as(s))
         images, labels = self.train.images, self.train.labels
         loss_sum = torch.zeros(M, dtype=torch.float64)
         step = self._step_mlp if self.mlp else self._step_vmap
@@ -265,7 +267,7 @@ class VectorizedEngine:
                         xb, yb = transform(slice(lo, hi), ix, xb, yb)
                     loss = step(Pm, xb, yb, plan.w[lo:hi, t, :b], lr, corrector(lo, hi))
                 loss_sum[lo:hi] += loss
-        for p, g, d in zip(P, xl, self.layout.views(delta)):
+        for p, g, d in zip(P, origin, self.layout.views(delta)):
             torch.sub(p, g, out=d)
         return ClientUpdates(clients=list(schedule.clients), delta=delta,
                              weight=schedule.weights.clone(), steps=schedule.steps.clone(),

@@ -1,0 +1,133 @@
+"""Imperfect clients: dropouts and stragglers, decided per round from the seed.
+
+Real federations are not the simulation's perfect clients. Two failures matter most:
+
+* **dropouts**: a sampled client never reports (it went offline, its battery died).
+  With ``dropout=p`` each sampled client fails with probability ``p``; the round
+  aggregates the survivors and records who dropped.
+* **stragglers**: a sampled client is too slow to finish its ``local_epochs`` before
+  the round's deadline. With ``stragglers=s`` each surviving client is a straggler
+  with probability ``s`` and can do only a fraction of its local steps, drawn
+  uniformly from ``straggler_work`` (its first steps, in its usual data order).
+  What the server does with a straggler is ``straggler_mode``:
+
+  ``"drop"``
+      ignore it (FedAvg as deployed by McMahan et al. 2017, the FedProx paper's
+      baseline);
+  ``"partial"``
+      aggregate its partial work (FedProx, Li et al. 2020; FedNova then normalises
+      each update by its own number of steps, Wang et al. 2020);
+  ``"auto"`` (default)
+      ``"drop"`` for plain FedAvg, ``"partial"`` for every other algorithm.
+
+Every draw comes from ``(seed, round)``, so the same seed gives the same failures.
+
+:data:`SYSTEM_PARAMETERS` is the one table of these settings (name, default, range)
+that :class:`~fedlab_widgets.Simulation`, the dashboard and the command line read.
+
+Examples
+--------
+>>> fate = client_fates([3, 5, 8, 13], round_=1, seed=0, dropout=0.5, stragglers=0.5)
+>>> sorted(fate.dropped + fate.stragglers + fate.full) == [3, 5, 8, 13]
+True
+>>> all(0.1 <= fate.work[k] <= 1.0 for k in fate.stragglers)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .engines import Schedule
+from .params import Param, check_params
+from .seeds import _generator
+
+__all__ = ["SYSTEM_PARAMETERS", "STRAGGLER_MODES", "ClientFates", "client_fates",
+           "check_system", "truncate_schedule"]
+
+SYSTEM_PARAMETERS: tuple[Param, ...] = (
+    Param("dropout", 0.0, lo=0.0, hi=1.0, hi_open=True, ui=(0.0, 0.9),
+          doc="chance that a sampled client never reports"),
+    Param("stragglers", 0.0, lo=0.0, hi=1.0, ui=(0.0, 1.0),
+          doc="chance that a reporting client can do only part of its local work"),
+)
+STRAGGLER_MODES = ("auto", "drop", "partial")
+
+
+@dataclass
+class ClientFates:
+    """What happens to each sampled client in one round.
+
+    ``dropped``: never report. ``stragglers``: report after only ``work[k]`` of
+    their local steps (a fraction in ``straggler_work``). ``full``: the others.
+    """
+
+    dropped: list[int] = field(default_factory=list)
+    stragglers: list[int] = field(default_factory=list)
+    full: list[int] = field(default_factory=list)
+    work: dict[int, float] = field(default_factory=dict)
+
+
+def check_system(*, dropout=0.0, stragglers=0.0, straggler_work=(0.1, 1.0),
+                 straggler_mode="auto") -> dict:
+    """The settings checked (ValueError naming the bad one and its range), as a dict."""
+    out = check_params("the simulation", SYSTEM_PARAMETERS,
+                       {"dropout": dropout, "stragglers": stragglers})
+    try:
+        lo, hi = (float(v) for v in straggler_work)
+        ok = 0.0 < lo <= hi <= 1.0 and not isinstance(straggler_work, str)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("straggler_work must be a pair (low, high) with 0 < low <= high <= 1, "
+                         f"the share of its local steps a straggler completes; got {straggler_work!r}")
+    if straggler_mode not in STRAGGLER_MODES:
+        raise ValueError(f"straggler_mode must be one of {', '.join(STRAGGLER_MODES)}; "
+                         f"got {straggler_mode!r}")
+    return {**out, "straggler_work": (lo, hi), "straggler_mode": straggler_mode}
+
+
+def client_fates(clients, *, round_: int, seed: int, dropout: float = 0.0,
+                 stragglers: float = 0.0, straggler_work=(0.1, 1.0)) -> ClientFates:
+    """Draw, for round ``round_``, which of ``clients`` drop out and which straggle.
+
+    Each client's fate is drawn from ``(seed, round_, client)``: whether a client
+    drops does not depend on who else was sampled.
+    """
+    fates = ClientFates()
+    lo, hi = straggler_work
+    for k in clients:
+        u = torch.rand(3, generator=_generator(seed, 5, round_, int(k)), dtype=torch.float64)
+        if float(u[0]) < dropout:
+            fates.dropped.append(int(k))
+        elif float(u[1]) < stragglers:
+            fates.stragglers.append(int(k))
+            fates.work[int(k)] = lo + (hi - lo) * float(u[2])
+        else:
+            fates.full.append(int(k))
+    return fates
+
+
+def truncate_schedule(schedule: Schedule, work: dict[int, float]) -> Schedule:
+    """``schedule`` with client ``k`` doing only its first ``ceil(work[k] * steps)`` steps
+    (at least one); the other clients and every client's weight are unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> s = Schedule([0, 1], [torch.arange(10), torch.arange(10)], [[2] * 5, [2] * 5], [10, 10])
+    >>> truncate_schedule(s, {1: 0.4}).steps.tolist()
+    [5, 2]
+    """
+    indices, sizes = [], []
+    for row, k in enumerate(schedule.clients):
+        bs = schedule.batch_sizes[row]
+        if k in work:
+            t = max(1, min(len(bs), math.ceil(work[k] * len(bs))))
+            bs = bs[:t]
+        indices.append(schedule.indices[row][:sum(bs)])
+        sizes.append(bs)
+    return Schedule(list(schedule.clients), indices, sizes, schedule.weights.tolist())
