@@ -15,7 +15,7 @@ from .partition import Partition
 from .history import History
 
 __all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition",
-           "plot_privacy_utility"]
+           "plot_privacy_utility", "plot_client_spread", "plot_client_strip"]
 
 _METRICS = {
     "accuracy": "global test accuracy",
@@ -25,6 +25,10 @@ _METRICS = {
     "attack_success": "backdoor attack success rate",
     "epsilon": "privacy spent (epsilon)",
 }
+
+
+_X = {"round": "communication round", "megabytes": "megabytes communicated (down and up)",
+      "megabytes_up": "megabytes uploaded by clients"}
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -169,8 +173,9 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     ax : matplotlib Axes, optional
     target : float, optional
         Draw a horizontal target line (e.g. 0.97) and mark where each run reaches it.
-    x : {"round", "megabytes"}
-        Against communication round or cumulative megabytes communicated.
+    x : {"round", "megabytes", "megabytes_up"}
+        Against communication round, cumulative megabytes communicated (both ways),
+        or cumulative megabytes uploaded by clients (what compression saves).
 
     Returns
     -------
@@ -183,13 +188,14 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {', '.join(_METRICS)}; got {metric!r}")
-    if x not in ("round", "megabytes"):
-        raise ValueError(f"x must be 'round' or 'megabytes'; got {x!r}")
+    if x not in _X:
+        raise ValueError(f"x must be one of {', '.join(_X)}; got {x!r}")
     fig, ax = _axes(ax)
     for label, h in _as_items(histories):
         if not len(h):
             continue
-        xs = h.rounds if x == "round" else h.bytes_total / 1e6
+        xs = h.rounds if x == "round" else (h.bytes_total if x == "megabytes"
+                                            else np.cumsum(h.bytes_up)) / 1e6
         ys = getattr(h, metric)
         ok = np.isfinite(ys)
         (line,) = ax.plot(xs[ok], ys[ok], marker="." if ok.sum() < 30 else None, label=label)
@@ -200,7 +206,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
                 ax.plot([xs[i]], [ys[i]], "o", color=line.get_color(), ms=6, mfc="none")
     if target is not None:
         ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
-    ax.set_xlabel("communication round" if x == "round" else "megabytes communicated")
+    ax.set_xlabel(_X[x])
     if x == "round":
         from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -255,4 +261,83 @@ def plot_privacy_utility(rows, *, ax=None, title: str | None = None):
         ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+    return fig
+
+
+def plot_client_spread(history: History, *, ax=None, title: str | None = None, label: str = ""):
+    """Per-client local test accuracy per round: the mean, a 10th-90th percentile band and
+    the worst client (needs a simulation with ``local_test_fraction``).
+
+    Examples
+    --------
+    >>> from fedlab_widgets import History, RoundRecord
+    >>> h = History(records=[RoundRecord(1, 0.5, 1.0, 1.0, [0], 0, 0, 0.1,
+    ...                                  client_accuracy=[0.2, 0.6, 0.9])])
+    >>> fig = plot_client_spread(h)
+    """
+    fig, ax = _axes(ax)
+    sp = history.client_spread() if len(history) else {}
+    ok = np.isfinite(sp["mean"]) if sp else np.array([], bool)
+    if ok.any():
+        r = history.rounds[ok]
+        name = f"{label}: " if label else ""
+        (line,) = ax.plot(r, sp["mean"][ok], marker="." if ok.sum() < 30 else None,
+                          label=f"{name}mean over clients")
+        ax.fill_between(r, sp["p10"][ok], sp["p90"][ok], color=line.get_color(), alpha=0.2,
+                        label=f"{name}10th-90th percentile")
+        ax.plot(r, sp["worst"][ok], ls=":", color=line.get_color(), label=f"{name}worst client")
+        ax.legend(fontsize="small", loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no per-client figures\n(tick \"per-client view\" / local_test_fraction)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.4")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("communication round")
+    ax.set_ylabel("accuracy on each client's own test data")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+#: colours of the client strip: not sampled, trained fully, straggled, dropped out
+STRIP_COLOURS = ("#f2f2f2", "#2ca02c", "#ff7f0e", "#d62728")
+
+
+def plot_client_strip(history: History, *, num_clients: int | None = None, last: int = 30,
+                      ax=None, title: str | None = None):
+    """Which clients took part in each of the last ``last`` rounds: sampled and finished
+    (green), straggled (orange), dropped out (red), not sampled (grey).
+
+    Examples
+    --------
+    >>> from fedlab_widgets import History, RoundRecord
+    >>> h = History(records=[RoundRecord(1, 0.5, 1.0, 1.0, [0, 2, 3], 0, 0, 0.1,
+    ...                                  dropped=[2], stragglers=[3])])
+    >>> fig = plot_client_strip(h, num_clients=5)
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    fig, ax = _axes(ax)
+    recs = history.records[-last:]
+    k = num_clients or history.config.get("num_clients") or \
+        (1 + max((c for r in recs for c in r.clients), default=0))
+    grid = np.zeros((max(len(recs), 1), k), dtype=int)
+    for i, r in enumerate(recs):
+        grid[i, r.clients] = 1
+        grid[i, r.stragglers] = 2
+        grid[i, r.dropped] = 3
+    first = recs[0].round if recs else 1
+    ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=ListedColormap(STRIP_COLOURS),
+              vmin=0, vmax=3, extent=(-0.5, k - 0.5, first - 0.5 + len(grid), first - 0.5))
+    ax.set_xlabel("client")
+    ax.set_ylabel("round")
+    from matplotlib.ticker import MaxNLocator
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(handles=[Patch(color=c, label=t) for c, t in zip(
+        STRIP_COLOURS[1:], ("trained", "straggled", "dropped out"))],
+        fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+    if title:
+        ax.set_title(title)
     return fig

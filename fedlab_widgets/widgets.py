@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import algorithms, attacks, plots
+from . import algorithms, attacks, compression as _compression, plots
 from .datasets import load_mnist
 from .models import MODELS
 from .params import Param
@@ -59,6 +59,16 @@ _CHOOSERS = (("algorithm", algorithms.PARAMETERS, ALGORITHM_PARAMETERS, ""),
              ("aggregator", algorithms.AGGREGATOR_PARAMETERS, AGGREGATOR_PARAMETERS, ""),
              ("attack", attacks.PARAMETERS, ATTACK_PARAMETERS, "attack_"))
 BATCH_SIZES = (10, 20, 50, 100, 200, 600)
+#: the dashboard's compression choices: label -> (name, parameters) for compression.get
+COMPRESSION_PRESETS = {
+    "none": None,
+    "top-10%": ("topk", {"fraction": 0.1}),
+    "top-1%": ("topk", {"fraction": 0.01}),
+    "rand-10%": ("randk", {"fraction": 0.1}),
+    "8-bit": ("quantize", {"bits": 8}),
+    "2-bit": ("quantize", {"bits": 2}),
+}
+LOCAL_TEST_FRACTION = 0.2  # the per-client view's local test share
 _STYLE = {"description_width": "120px"}
 _RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()  # dashboards of this kernel, to stop orphaned runs
@@ -422,6 +432,16 @@ class FedAvgDashboard(_Displayable):
     compare_fedavg : bool, default False
         Also train the same settings with plain FedAvg (weighted mean; the same
         attack, if any), drawn dashed.
+    dropout, stragglers : float, default 0
+        Chance that a sampled client never reports, and that a reporting client
+        does only part of its local work (see :mod:`fedlab_widgets.systems`).
+    straggler_mode : {"auto", "drop", "partial"}, default "auto"
+    compression : str, default "none"
+        A key of :data:`COMPRESSION_PRESETS` ("top-1%", "8-bit", ...).
+    per_client : bool, default False
+        Keep 20% of each client's data as its local test set and show the second
+        view: the per-client accuracy spread (mean, 10th-90th percentiles, worst)
+        and which clients were sampled, dropped or straggled in each round.
     **params
         The chosen algorithm's, aggregator's and attack's parameters (``mu``,
         ``server_lr``, ..., ``trim_ratio``, ``num_byzantine``, ``max_norm``, and the
@@ -463,6 +483,8 @@ class FedAvgDashboard(_Displayable):
                  sigma: float = 1.0, compare_iid: bool = False, algorithm: str = "fedavg",
                  aggregator: str = "mean", attack: str | None = None,
                  compare_fedavg: bool = False, secure_aggregation: bool = False,
+                 dropout: float = 0.0, stragglers: float = 0.0, straggler_mode: str = "auto",
+                 compression: str = "none", per_client: bool = False,
                  target: float | None = None, **params):
         unknown = set(params) - set(ALGORITHM_PARAMETERS) - set(AGGREGATOR_PARAMETERS) \
             - set(ATTACK_PARAMETERS)
@@ -478,6 +500,11 @@ class FedAvgDashboard(_Displayable):
             for name in union:
                 chosen.setdefault(name, union[name].default)
         make_algorithm(chosen), make_attack(chosen)  # validated: a ValueError names the setting
+        if compression not in COMPRESSION_PRESETS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSION_PRESETS)}; "
+                             f"got {compression!r}")
+        from .systems import check_system
+        check_system(dropout=dropout, stragglers=stragglers, straggler_mode=straggler_mode)
         if train is None or test is None:
             train, test = load_mnist()
         self.train, self.test = train, test
@@ -534,6 +561,19 @@ class FedAvgDashboard(_Displayable):
                                          style=_STYLE),
             "secure_aggregation": W.Checkbox(value=bool(secure_aggregation),
                                              description="secure aggregation", style=_STYLE),
+            "dropout": W.FloatSlider(value=dropout, min=0.0, max=0.9, step=0.05,
+                                     description="dropout", continuous_update=False,
+                                     style=_STYLE),
+            "stragglers": W.FloatSlider(value=stragglers, min=0.0, max=1.0, step=0.05,
+                                        description="stragglers", continuous_update=False,
+                                        style=_STYLE),
+            "straggler_mode": W.Dropdown(options=["auto", "drop", "partial"],
+                                         value=straggler_mode, description="straggler_mode",
+                                         style=_STYLE),
+            "compression": W.Dropdown(options=list(COMPRESSION_PRESETS), value=compression,
+                                      description="compression", style=_STYLE),
+            "per_client": W.Checkbox(value=bool(per_client), description="per-client view",
+                                     style=_STYLE),
             "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
                                          max=1.0, step=0.01,
                                          description="target (0 = none)", style=_STYLE,
@@ -544,6 +584,15 @@ class FedAvgDashboard(_Displayable):
             "also train the same settings on an IID partition (dashed curve)")
         self.controls["secure_aggregation"].tooltip = (
             "mask the updates: the server sees only their sum (not with robust aggregators)")
+        self.controls["dropout"].tooltip = "chance that a sampled client never reports"
+        self.controls["stragglers"].tooltip = (
+            "chance that a reporting client can do only 10-100% of its local steps")
+        self.controls["straggler_mode"].tooltip = (
+            "drop: ignore stragglers (FedAvg); partial: use their partial work (FedProx, "
+            "FedNova); auto: drop for FedAvg, partial otherwise")
+        self.controls["compression"].tooltip = "what each client sends instead of its update"
+        self.controls["per_client"].tooltip = (
+            "hold out 20% of each client's data and plot every client's accuracy")
         self.controls["compare_fedavg"].tooltip = (
             "also train the same settings with FedAvg (dashed curve)")
         self.controls["scheme"].observe(lambda _: _show_scheme_parameter(self.controls),
@@ -572,10 +621,14 @@ class FedAvgDashboard(_Displayable):
         self.message = W.HTML()
         self.image = W.Image(format="png", layout=W.Layout(width="960px", height="320px",
                                                             object_fit="contain"))
+        # the second view: per-client spread and who took part (shown when it has something)
+        self.client_image = W.Image(format="png", layout=W.Layout(
+            width="960px", height="280px", object_fit="contain", display="none"))
         for w, cls in [(self.run_button, "fedlab-run"), (self.stop_button, "fedlab-stop"),
                        (self.clear_button, "fedlab-clear"), (self.status, "fedlab-status"),
                        (self.message, "fedlab-message"), (self.image, "fedlab-plot"),
-                       (self.progress, "fedlab-progress")]:
+                       (self.progress, "fedlab-progress"),
+                       (self.client_image, "fedlab-client-view")]:
             w.add_class(cls)
         c = self.controls
         col = W.Layout(width="330px")
@@ -592,10 +645,12 @@ class FedAvgDashboard(_Displayable):
         defence_box = W.VBox([W.HTML("<b>Defence</b>"), c["aggregator"],
                               *[c[name] for name in AGGREGATOR_PARAMETERS],
                               c["secure_aggregation"]], layout=col)
+        devices_box = W.VBox([W.HTML("<b>Real devices</b>"), c["dropout"], c["stragglers"],
+                              c["straggler_mode"], c["compression"], c["per_client"]], layout=col)
         buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
         self.widget = W.VBox([W.HBox([data_box, local_box, run_box]),
-                              W.HBox([attack_box, defence_box]), buttons, self.status,
-                              self.message, self.image])
+                              W.HBox([attack_box, defence_box, devices_box]), buttons,
+                              self.status, self.message, self.image, self.client_image])
         self.widget.add_class("fedlab-dashboard")
         self._transient: str | None = None  # a message that goes away when the run ends
         self._draw()
@@ -729,8 +784,13 @@ class FedAvgDashboard(_Displayable):
         p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
                              **_partition_params(s["scheme"], s))
         alg = make_algorithm(s)
+        preset = COMPRESSION_PRESETS[s["compression"]]
         kw = dict(client_fraction=s["client_fraction"], local_epochs=s["local_epochs"],
-                  batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], attack=make_attack(s))
+                  batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"], attack=make_attack(s),
+                  dropout=s["dropout"], stragglers=s["stragglers"],
+                  straggler_mode=s["straggler_mode"],
+                  compression=None if preset is None else _compression.get(preset[0], **preset[1]),
+                  local_test_fraction=LOCAL_TEST_FRACTION if s["per_client"] else 0.0)
         sims = [Simulation(s["model"], self.train, self.test, p, algorithm=alg, **kw)]
         self._runs += 1
         sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
@@ -835,6 +895,14 @@ class FedAvgDashboard(_Displayable):
             delta = h.config.get("dp_params", {}).get("delta", float("nan"))
             acc_text += (f"</b> &middot; privacy spent &epsilon; = <b>{eps:.3g}</b> "
                          f"(&delta; = {delta:g})<b>")
+        if len(h) and (h.records[-1].dropped or h.records[-1].stragglers):
+            last = h.records[-1]
+            acc_text += (f"</b> &middot; this round {len(last.clients) - len(last.dropped)}"
+                         f"/{len(last.clients)} reported, {len(last.stragglers)} straggled<b>")
+        if len(h) and h.records[-1].client_accuracy:
+            sp = h.client_spread()
+            acc_text += (f"</b> &middot; clients: mean <b>{sp['mean'][-1]:.0%}</b>, "
+                         f"worst <b>{sp['worst'][-1]:.0%}</b><b>")
         self.status.value = (f"{state}: <b>round {r}/{n}</b> &middot; global test accuracy "
                              f"<b>{acc_text}</b> &middot; {elapsed:.1f} s &middot; "
                              f"{mb:.1f} MB communicated")
@@ -887,7 +955,38 @@ class FedAvgDashboard(_Displayable):
                         transform=ax_leg.transAxes)
         return fig
 
+    def _client_view_history(self) -> History | None:
+        """The run the second view shows: the one in progress, else the last main run."""
+        if self.current:
+            return self.current[0]
+        mains = [h for h in self.histories if id(h) not in self.baselines]
+        return mains[-1] if mains else None
+
+    def make_client_figure(self) -> Figure | None:
+        """The second view as a Figure (None when no run has per-client figures or failures):
+        the per-client accuracy spread, and which clients took part in each round."""
+        h = self._client_view_history()
+        if h is None or not len(h) or not (
+                h.config.get("local_test_fraction") or h.config.get("dropout")
+                or h.config.get("stragglers")):
+            return None
+        fig = _figure(12, 3.5)
+        gs = fig.add_gridspec(1, 2, width_ratios=[1, 1.3], wspace=0.22, left=0.06, right=0.99,
+                              top=0.88, bottom=0.27)
+        ax_spread, ax_strip = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+        name = h.label.split(" ", 1)[0]
+        plots.plot_client_spread(h, ax=ax_spread, title=f"{name}: each client's own test data")
+        ax_spread.set_xlim(0.5, max(self.controls["rounds"].value, int(h.rounds[-1])) + 0.5)
+        plots.plot_client_strip(h, ax=ax_strip, title=f"{name}: who took part (last 30 rounds)")
+        return fig
+
     def _draw(self, target: float | None = None) -> None:
         with _RENDER_LOCK:
             self.image.value = _png(self.make_figure(target))
+            fig = self.make_client_figure()
+            if fig is None:
+                self.client_image.layout.display = "none"
+            else:
+                self.client_image.value = _png(fig)
+                self.client_image.layout.display = None
         self.draws += 1

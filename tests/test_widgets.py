@@ -297,3 +297,29 @@ def test_leakage_demo_rebuilds_a_digit_from_the_button(test_set):
     assert demo.result[2] > 0.05 and "not recovered" in demo.status.value
     with pytest.raises(ValueError, match="share must be one of"):
         LeakageDemo(test_set, share="weights")
+
+
+def test_real_devices_controls_and_the_per_client_view(dashboard):
+    c = dashboard.controls
+    assert dashboard.client_image.layout.display == "none"   # nothing to show yet
+    dashboard.update(scheme="shards", dropout=0.3, stragglers=0.5, straggler_mode="partial",
+                     compression="8-bit", per_client=True, client_fraction=0.5, rounds=3)
+    h = dashboard.run(blocking=True)
+    assert h.config["dropout"] == 0.3 and h.config["compression"] == "quantize"
+    assert h.config["local_test_fraction"] == 0.2 and h.client_accuracy.shape == (3, 20)
+    assert sum(len(r.dropped) for r in h.records) > 0
+    # the second view is on screen and the status line gives the clients' spread
+    assert dashboard.client_image.layout.display is None and dashboard.client_image.value
+    assert "clients: mean" in dashboard.status.value and "worst" in dashboard.status.value
+    fig = dashboard.make_client_figure()
+    assert fig is not None and fig.axes[0].get_ylabel().startswith("accuracy on each client")
+    assert fig.axes[1].images, "the strip of who took part"
+    # bad values: a message naming the setting, earlier runs kept
+    with pytest.raises(ValueError, match="compression does not combine with SCAFFOLD"):
+        dashboard.update(algorithm="scaffold").run(blocking=True)
+    assert "SCAFFOLD" in dashboard.message.value and len(dashboard.histories) == 1
+    assert set(c["compression"].options) >= {"none", "top-1%", "8-bit", "2-bit"}
+    with pytest.raises(ValueError, match="compression must be one of"):
+        FedAvgDashboard(dashboard.train, dashboard.test, compression="zip")
+    with pytest.raises(ValueError, match="dropout"):
+        FedAvgDashboard(dashboard.train, dashboard.test, dropout=1.0)
