@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 PROG = "fedlab-widgets"
@@ -146,6 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask the updates so that the server sees only their sum")
     from .secagg import SECAGG_PARAMETERS
     _add_table_args(a, {"--secure-aggregation": SECAGG_PARAMETERS}, "with")
+    d = run.add_argument_group("real devices")
+    d.add_argument("--dropout", type=float, default=0.0,
+                   help="chance that a sampled client never reports, in [0, 1) (default 0)")
+    d.add_argument("--stragglers", type=float, default=0.0,
+                   help="chance that a reporting client does only part of its local steps, "
+                        "in [0, 1] (default 0)")
+    d.add_argument("--straggler-work", type=float, nargs=2, default=(0.1, 1.0),
+                   metavar=("LOW", "HIGH"),
+                   help="share of its local steps a straggler completes (default 0.1 1.0)")
+    d.add_argument("--straggler-mode", choices=["auto", "drop", "partial"], default="auto",
+                   help="drop stragglers (FedAvg) or use their partial work (FedProx, FedNova); "
+                        "auto: drop for fedavg, partial otherwise")
+    from .compression import COMPRESSION_PARAMETERS
+    d.add_argument("--compression", choices=list(COMPRESSION_PARAMETERS), default=None,
+                   help="compress the clients' updates (topk with error feedback, randk, "
+                        "quantize = QSGD); bytes up count what is sent")
+    _add_table_args(d, COMPRESSION_PARAMETERS, "--compression", prefix="compression_")
+    d.add_argument("--local-test-fraction", type=float, default=0.0,
+                   help="hold out this share of each client's data and report the global "
+                        "model's per-client accuracy (default 0: off)")
     t = run.add_argument_group("attack")
     t.add_argument("--attack", choices=attacks.NAMES, default=None,
                    help="make a fraction of the clients malicious (default: none)")
@@ -217,6 +239,10 @@ def _cmd_run(args) -> int:
     attack_params = _table_params(args, attacks.PARAMETERS, args.attack, "--attack",
                                   prefix="attack_")
     attack = None if args.attack is None else attacks.get(args.attack, **attack_params)
+    from . import compression
+    comp_params = _table_params(args, compression.COMPRESSION_PARAMETERS, args.compression,
+                                "--compression", prefix="compression_")
+    comp = None if args.compression is None else compression.get(args.compression, **comp_params)
     _check_int("rounds", args.rounds, 1)
     if args.target is not None and not (0 < args.target <= 1 and math.isfinite(args.target)):
         raise ValueError(f"--target must be a number in (0, 1]; got {args.target}")
@@ -229,8 +255,12 @@ def _cmd_run(args) -> int:
     p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
                      local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                     algorithm=alg, attack=attack, seed=args.seed, eval_every=args.eval_every, engine=args.engine,
-                     num_threads=args.threads or None)
+                     algorithm=alg, attack=attack, seed=args.seed, eval_every=args.eval_every,
+                     engine=args.engine, num_threads=args.threads or None,
+                     dropout=args.dropout, stragglers=args.stragglers,
+                     straggler_work=tuple(args.straggler_work),
+                     straggler_mode=args.straggler_mode, compression=comp,
+                     local_test_fraction=args.local_test_fraction)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
           f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
     t0 = time.perf_counter()
@@ -245,6 +275,23 @@ def _cmd_run(args) -> int:
         print(f"privacy spent: epsilon {h.epsilon[-1]:.3g} at delta {alg.dp.delta:g} "
               f"(RDP accountant, {sim.clients_per_round} of {sim.num_clients} clients sampled "
               "without replacement each round)")
+    if args.dropout or args.stragglers:
+        print(f"clients: {int(h.reported.sum())} updates aggregated of "
+              f"{sum(len(r.clients) for r in h.records)} sampled "
+              f"({sum(len(r.dropped) for r in h.records)} dropped out, "
+              f"{sum(len(r.stragglers) for r in h.records)} straggled, mode "
+              f"{sim.straggler_mode})")
+    if comp is not None:
+        print(f"uploaded {h.bytes_up.sum() / 1e6:.2f} MB with {comp.label()} "
+              f"({comp.bytes_up(sim.num_parameters):,} bytes per client instead of "
+              f"{sim.num_parameters * 4:,})")
+    if args.local_test_fraction and len(h):
+        sp = h.client_spread()
+        ok = np.isfinite(sp["mean"])
+        if ok.any():
+            i = int(np.flatnonzero(ok)[-1])
+            print(f"per-client accuracy: mean {sp['mean'][i]:.4f}, 10th percentile "
+                  f"{sp['p10'][i]:.4f}, 90th {sp['p90'][i]:.4f}, worst {sp['worst'][i]:.4f}")
     if args.target is not None:
         r = h.rounds_to(args.target)
         print(f"rounds to {args.target:g}: {r if r is not None else f'not reached in {len(h)}'}")

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from fedlab_widgets import History
+
 
 def cli(*args, timeout=300):
     env = {**os.environ, "FEDLAB_OFFLINE": "1"}
@@ -115,3 +117,23 @@ def test_missing_data_exits_with_the_loader_message(tmp_path):
     assert r.returncode == 1
     assert "train-images-idx3-ubyte" in r.stderr and str(tmp_path) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_with_real_device_failures_compression_and_per_client_accuracy(tmp_path, mnist):
+    r = cli("run", "--clients", "20", "--fraction", "0.5", "--rounds", "2", "--no-progress",
+            "--partition", "shards", "--dropout", "0.3", "--stragglers", "0.5",
+            "--straggler-mode", "partial", "--compression", "topk", "--compression-fraction",
+            "0.05", "--local-test-fraction", "0.2", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "dropped out" in r.stdout and "mode partial" in r.stdout
+    assert "79,688 bytes per client instead of 796,840" in r.stdout
+    assert "per-client accuracy: mean" in r.stdout
+    h = History.load(tmp_path / "history.json")
+    assert h.config["compression_params"] == {"fraction": 0.05}
+    assert h.client_accuracy.shape == (2, 20) and sum(len(x.dropped) for x in h.records) > 0
+    for args, needle in [(("--compression", "quantize", "--compression-fraction", "0.1"),
+                          "--compression-fraction does not apply to --compression quantize"),
+                         (("--dropout", "1.2"), "dropout must be a number in [0, 1)"),
+                         (("--straggler-work", "0.5", "0.2"), "straggler_work")]:
+        r = cli("run", "--rounds", "1", *args)
+        assert r.returncode == 2 and needle in r.stderr, r.stderr
