@@ -9,7 +9,7 @@ The package holds the machinery; the notebooks in ``notebooks/`` hold the ideas.
 >>> scaffold = Simulation("2nn", train, test, parts, algorithm="scaffold")  # doctest: +SKIP
 """
 
-from . import algorithms, attacks
+from . import algorithms, attacks, compression
 from .algorithms import Algorithm
 from .datasets import DatasetNotFoundError, FederatedDataset, load_fashion_mnist, load_mnist
 from .history import History, RoundRecord
@@ -24,6 +24,7 @@ __all__ = [
     "partition", "Partition", "SCHEMES",
     "get_model", "TwoNN", "CNN", "SmallCNN", "count_parameters",
     "Simulation", "History", "RoundRecord", "evaluate", "algorithms", "Algorithm", "attacks",
+    "compression",
 ]
 
 

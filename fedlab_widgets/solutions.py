@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
-           "pairwise_mask"]
+           "pairwise_mask", "topk_with_error_feedback", "worst_decile"]
 
 
 # -- 06-client-drift-remedies ------------------------------------------------------------------
@@ -80,3 +80,23 @@ def answer(exercise: str, mine):
         return mine
     print(f"(No answer yet: checking the reference solution, {ANSWERS[exercise]!r}.)")
     return ANSWERS[exercise]
+
+
+# -- 11-dropouts-stragglers-compression --------------------------------------------------------
+def topk_with_error_feedback(delta: torch.Tensor, residual: torch.Tensor, k: int):
+    """Exercise 11.1: send the k largest entries of delta + residual; keep the rest for next time."""
+    v = delta + residual
+    idx = v.abs().topk(k).indices
+    sent = torch.zeros_like(v)
+    sent[idx] = v[idx]
+    return sent, v - sent
+
+
+# -- 12-personalisation ------------------------------------------------------------------------
+def worst_decile(acc) -> float:
+    """Exercise 12.1: the mean accuracy of the worst 10% of clients (at least one; NaNs ignored)."""
+    import math
+
+    import numpy as np
+    a = np.sort(np.asarray(acc, dtype=float)[np.isfinite(np.asarray(acc, dtype=float))])
+    return float(a[:max(1, math.ceil(0.1 * len(a)))].mean())
