@@ -273,7 +273,7 @@ class PartitionExplorer(_Displayable):
     ----------
     train : FederatedDataset or label tensor
         The training set whose samples are partitioned (its ``.labels``).
-    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}, default "dirichlet"
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity", "powerlaw"}, default "dirichlet"
     num_clients : int, default 20
     alpha : float, default 0.5
         Dirichlet concentration (scheme ``dirichlet``).
@@ -311,7 +311,7 @@ class PartitionExplorer(_Displayable):
 
     def __init__(self, train, *, scheme: str = "dirichlet", num_clients: int = 20,
                  alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
-                 sigma: float = 1.0, seed: int = 0, max_clients: int = 50):
+                 sigma: float = 1.0, exponent: float = 1.5, seed: int = 0, max_clients: int = 50):
         self.train = train
         self.max_clients = max_clients
         self.partition: Partition | None = None
@@ -319,7 +319,7 @@ class PartitionExplorer(_Displayable):
         self.controls = _partition_controls(
             scheme=scheme, num_clients=num_clients, alpha=alpha,
             shards_per_client=shards_per_client, classes_per_client=classes_per_client,
-            sigma=sigma, seed=seed, max_num_clients=200)
+            sigma=sigma, exponent=exponent, seed=seed, max_num_clients=200)
         self.image = W.Image(format="png", layout=W.Layout(width="720px", height="450px",
                                                             object_fit="contain"))
         self.image.add_class("fedlab-plot")
@@ -327,7 +327,7 @@ class PartitionExplorer(_Displayable):
         self.stats.add_class("fedlab-stats")
         self.message = W.HTML()
         self.message.add_class("fedlab-message")
-        order = ["scheme", "alpha", "shards_per_client", "classes_per_client", "sigma",
+        order = ["scheme", "alpha", "shards_per_client", "classes_per_client", "sigma", "exponent",
                  "num_clients", "seed"]
         left = W.VBox([self.controls[k] for k in order], layout=W.Layout(width="360px"))
         # an error gets its own full-width row above, so it never squeezes the controls
@@ -405,7 +405,7 @@ class FedAvgDashboard(_Displayable):
     train, test : FederatedDataset or None
         The datasets (``None`` loads MNIST with :func:`load_mnist`, once).
     model : {"2nn", "cnn", "small_cnn"}, default "2nn"
-    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity"}, default "iid"
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity", "powerlaw"}, default "iid"
     num_clients : int, default 100
     client_fraction : float, default 0.1
         C, the fraction of clients sampled each round.
@@ -417,7 +417,7 @@ class FedAvgDashboard(_Displayable):
         Client learning rate.
     rounds : int, default 20
     seed : int, default 0
-    alpha, shards_per_client, classes_per_client, sigma
+    alpha, shards_per_client, classes_per_client, sigma, exponent
         The partition scheme's own parameter (see :func:`partition`).
     compare_iid : bool, default False
         Also train the same settings on an IID partition (drawn dashed).
@@ -480,7 +480,8 @@ class FedAvgDashboard(_Displayable):
                  num_clients: int = 100, client_fraction: float = 0.1, local_epochs: int = 1,
                  batch_size: int | None = 10, lr: float = 0.05, rounds: int = 20, seed: int = 0,
                  alpha: float = 0.5, shards_per_client: int = 2, classes_per_client: int = 2,
-                 sigma: float = 1.0, compare_iid: bool = False, algorithm: str = "fedavg",
+                 sigma: float = 1.0, exponent: float = 1.5, compare_iid: bool = False,
+                 algorithm: str = "fedavg",
                  aggregator: str = "mean", attack: str | None = None,
                  compare_fedavg: bool = False, secure_aggregation: bool = False,
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_mode: str = "auto",
@@ -522,7 +523,7 @@ class FedAvgDashboard(_Displayable):
         self.controls = _partition_controls(
             scheme=scheme, num_clients=num_clients, alpha=alpha,
             shards_per_client=shards_per_client, classes_per_client=classes_per_client,
-            sigma=sigma, seed=seed, max_num_clients=1000)
+            sigma=sigma, exponent=exponent, seed=seed, max_num_clients=1000)
         bs_options = [("full batch", None)] + [(str(b), b) for b in BATCH_SIZES]
         if batch_size is not None and batch_size not in BATCH_SIZES:
             bs_options.append((str(batch_size), batch_size))
@@ -633,7 +634,7 @@ class FedAvgDashboard(_Displayable):
         c = self.controls
         col = W.Layout(width="330px")
         data_box = W.VBox([W.HTML("<b>Data &amp; clients</b>"), c["scheme"], c["alpha"],
-                           c["shards_per_client"], c["classes_per_client"], c["sigma"],
+                           c["shards_per_client"], c["classes_per_client"], c["sigma"], c["exponent"],
                            c["num_clients"], c["client_fraction"]], layout=col)
         local_box = W.VBox([W.HTML("<b>Local training</b>"), c["model"], c["local_epochs"],
                             c["batch_size"], c["lr"], W.HTML("<b>Algorithm</b>"), c["algorithm"],
