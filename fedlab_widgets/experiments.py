@@ -306,7 +306,10 @@ def _correct(model: nn.Module, dataset, batch_size: int = 5000) -> torch.Tensor:
 
 
 def client_accuracy(model: nn.Module, dataset, partition: Partition) -> torch.Tensor:
-    """Accuracy of ``model`` on each client's own samples.
+    """Accuracy of ``model`` on each client's own (training) samples.
+
+    For held-out per-client test sets see :mod:`fedlab_widgets.personalisation`
+    (``Simulation(..., local_test_fraction=0.2)``).
 
     Parameters
     ----------
@@ -325,8 +328,8 @@ def client_accuracy(model: nn.Module, dataset, partition: Partition) -> torch.Te
     if len(dataset.labels) != partition.labels.shape[0]:
         raise ValueError(f"partition indexes {partition.labels.shape[0]} samples but the "
                          f"dataset has {len(dataset.labels)}: pass the dataset it was made from")
-    correct = _correct(model, dataset)
-    return torch.stack([correct[ix].mean() for ix in partition.client_indices])
+    from .personalisation import client_accuracy as on_index_sets   # the one implementation
+    return torch.from_numpy(on_index_sets(model, dataset, partition.client_indices))
 
 
 def per_class_accuracy(model: nn.Module, dataset) -> torch.Tensor:
