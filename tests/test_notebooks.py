@@ -20,7 +20,7 @@ def _cells(path):
 
 
 def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 13
+    assert len(NOTEBOOKS) >= 14
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -1,0 +1,104 @@
+"""The Flower bridge on a real local Deployment Engine: SuperLink and SuperNodes as processes.
+
+Each deployment test starts real processes (about 10 s) and runs real rounds (several seconds
+each: Flower starts a fresh ClientApp process per client per round). Every test checks that no
+process it started is left behind.
+"""
+
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlab_widgets import Simulation, algorithms, attacks, partition
+
+flower = pytest.importorskip("fedlab_widgets.flower")
+if not flower.FLOWER_AVAILABLE:   # the "flower" extra is part of `make setup`: fail, do not skip
+    pytest.fail("Flower is not installed: pip install -e '.[flower]'", pytrace=False)
+
+
+def _processes_under(workdir: Path) -> list[str]:
+    """Command lines of live processes whose environment points into ``workdir``."""
+    needle = f"FLWR_HOME={workdir}".encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes():
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+def _sim(train, test_set, k, **kw):
+    kw = {"client_fraction": 1.0, "batch_size": 50, "lr": 0.1, "seed": 0, **kw}
+    return Simulation("logreg", train, test_set, partition(train, "iid", k, seed=0), **kw)
+
+
+def test_export_writes_a_valid_flower_app(train, test_set, tmp_path):
+    from flwr.cli.config_utils import load_and_validate
+    sim = _sim(train, test_set, 4, algorithm=algorithms.get("fedprox", mu=0.3))
+    app = flower.export_app(sim, tmp_path / "app", rounds=5)
+    config, warnings = load_and_validate(app / "pyproject.toml")
+    assert config is not None and not warnings, warnings
+    cfg = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert cfg["num-server-rounds"] == 5 and cfg["algorithm"] == "fedprox"
+    assert cfg["partition-fingerprint"] == sim.partition.fingerprint() and cfg["batch-size"] == 50
+    assert "client_train" in (app / "kitapp" / "client_app.py").read_text()
+    with pytest.raises(ValueError, match="exists"):
+        flower.export_app(sim, app, rounds=5)
+    for bad, why in [(dict(algorithm="scaffold"), "keeps state on each client"),
+                     (dict(attack=attacks.get("sign_flip", fraction=0.25)), "attacks"),
+                     (dict(dropout=0.2), "dropout"),
+                     (dict(algorithm=algorithms.get("fedavg", secure_aggregation=True)), "secure")]:
+        with pytest.raises(ValueError, match=why):
+            flower.export_app(_sim(train, test_set, 4, **bad), tmp_path / "x", rounds=1)
+    with pytest.raises(ValueError, match="mode must be 'deployment'"):
+        flower.run_flower(sim, 1, mode="simulation")
+    with pytest.raises(ValueError, match="num_supernodes must equal"):
+        flower.run_flower(sim, 1, num_supernodes=2)
+
+
+@pytest.mark.parametrize("algorithm,strategy", [
+    ("fedavg", "FedAvg"),                                              # Flower's own strategy
+    (algorithms.get("fedavg", aggregator="median"), "KitPipeline"),    # the kit's pipeline
+])
+def test_full_participation_matches_the_simulation(train, test_set, tmp_path, algorithm, strategy):
+    sim = _sim(train, test_set, 4, algorithm=algorithm)
+    h = flower.run_flower(sim, 2, workdir=tmp_path)
+    assert h.config["runtime"] == "flower-deployment" and h.config["flower_strategy"] == strategy
+    assert [r.clients for r in h.records] == [[0, 1, 2, 3]] * 2
+    ref = sim.run(2)
+    np.testing.assert_allclose(h.accuracy, ref.accuracy, atol=2e-4)   # at most 2 test images
+    np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-4)
+    np.testing.assert_allclose(h.train_loss, ref.train_loss, rtol=1e-4)
+    assert (h.bytes_up == ref.bytes_up).all()
+    timing = h.config["flower_timing"]
+    assert len(timing) == 2 and all(len(t["client_seconds"]) == 4 for t in timing)
+    assert _processes_under(tmp_path) == []
+
+
+def test_partial_participation_with_flowers_fedprox(train, test_set, tmp_path):
+    sim = _sim(train, test_set, 6, client_fraction=0.5,
+               algorithm=algorithms.get("fedprox", mu=0.5))
+    h = flower.run_flower(sim, 3, workdir=tmp_path)
+    assert h.config["flower_strategy"] == "FedProx"
+    assert all(len(r.clients) == 3 for r in h.records)
+    ref = sim.run(3)
+    # Flower samples the clients itself: the curves agree statistically, not exactly
+    assert abs(h.final_accuracy - ref.final_accuracy) < 0.03 and h.final_accuracy > 0.85
+    assert _processes_under(tmp_path) == []
+
+
+def test_every_process_is_stopped_when_a_run_fails(train, test_set, tmp_path):
+    sim = _sim(train, test_set, 3)
+    with pytest.raises(TimeoutError, match="did not finish within 2 s"):
+        flower.run_flower(sim, 5, workdir=tmp_path, timeout=2)
+    assert _processes_under(tmp_path) == []
+    assert (tmp_path / "superlink.log").exists()   # the logs are kept after a failure
