@@ -67,7 +67,8 @@ except ImportError as e:   # pragma: no cover - the notebook says how to install
 
 #: the kit's algorithm -> Flower's own strategy (the others run the kit's pipeline on the server)
 FLOWER_STRATEGIES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedavgm": "FedAvgM",
-                     "fedadam": "FedAdam", "fedyogi": "FedYogi", "fedadagrad": "FedAdagrad",
+                     "fedadam": "FedAdam", "fedyogi": "FedYogi",
+                     "fedadagrad": "FedAdagrad (with beta1=0: Flower's has no momentum)",
                      "dp-fedavg": "DifferentialPrivacyServerSideFixedClipping(FedAvg)"}
 
 
@@ -410,11 +411,14 @@ def _strategy(sim, log: list):
     if name == "fedavgm":
         return _recording(fs.FedAvgM, log)(**common, server_learning_rate=p["server_lr"],
                                            server_momentum=p["momentum"])
-    if name in ("fedadam", "fedyogi", "fedadagrad"):
-        cls = {"fedadam": fs.FedAdam, "fedyogi": fs.FedYogi, "fedadagrad": fs.FedAdagrad}[name]
-        extra = {} if name == "fedadagrad" else {"beta_2": p["beta2"]}
-        return _recording(cls, log)(**common, eta=p["server_lr"], eta_l=sim.lr,
-                                    beta_1=p["beta1"], tau=p["tau"], **extra)
+    if name in ("fedadam", "fedyogi"):
+        cls = {"fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[name]
+        return _recording(cls, log)(**common, eta=p["server_lr"], eta_l=sim.lr, beta_1=p["beta1"],
+                                    beta_2=p["beta2"], tau=p["tau"])
+    if name == "fedadagrad" and p["beta1"] == 0:
+        # Flower's FedAdagrad has no momentum; the kit's has beta1 (its pipeline runs otherwise)
+        return _recording(fs.FedAdagrad, log)(**common, eta=p["server_lr"], eta_l=sim.lr,
+                                              tau=p["tau"])
     if name == "dp-fedavg":
         return fs.DifferentialPrivacyServerSideFixedClipping(
             _recording(fs.FedAvg, log)(**common), noise_multiplier=p["noise_multiplier"],

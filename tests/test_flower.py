@@ -102,3 +102,31 @@ def test_every_process_is_stopped_when_a_run_fails(train, test_set, tmp_path):
         flower.run_flower(sim, 5, workdir=tmp_path, timeout=2)
     assert _processes_under(tmp_path) == []
     assert (tmp_path / "superlink.log").exists()   # the logs are kept after a failure
+
+
+def test_each_algorithm_gets_flowers_strategy_or_the_kits_pipeline(train, test_set):
+    from flwr.serverapp import strategy as fs
+    cases = {
+        "fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedavgm": fs.FedAvgM, "fedadam": fs.FedAdam,
+        "fedyogi": fs.FedYogi, "dp-fedavg": fs.DifferentialPrivacyServerSideFixedClipping,
+        algorithms.get("fedadagrad", beta1=0.0): fs.FedAdagrad,
+    }
+    for name, cls in cases.items():
+        sim = _sim(train, test_set, 4, algorithm=name)
+        name = sim.algorithm.name
+        s = flower._strategy(sim, [])
+        assert isinstance(s, cls), (name, type(s))
+        assert name in flower.FLOWER_STRATEGIES
+    s = flower._strategy(_sim(train, test_set, 4, algorithm=algorithms.get("fedprox", mu=0.7)), [])
+    assert s.proximal_mu == 0.7 and s.fraction_train == 1.0 and s.fraction_evaluate == 0.0
+    s = flower._strategy(_sim(train, test_set, 4, lr=0.05,
+                              algorithm=algorithms.get("fedadam", server_lr=0.02)), [])
+    assert (s.eta, s.eta_l, s.beta_1, s.beta_2, s.tau) == (0.02, 0.05, 0.9, 0.99, 1e-3)
+    dp = flower._strategy(_sim(train, test_set, 4, client_fraction=0.5, algorithm=algorithms.get(
+        "dp-fedavg", clip_norm=0.3, noise_multiplier=1.5)), [])
+    assert (dp.noise_multiplier, dp.clipping_norm, dp.num_sampled_clients) == (1.5, 0.3, 2)
+    for alg in ("fednova", algorithms.get("fedavg", aggregator="krum", num_byzantine=0),
+                algorithms.get("fedprox", mu=0.1, differential_privacy=True),
+                "fedadagrad"):   # the kit's fedadagrad has server momentum (beta1 = 0.9)
+        s = flower._strategy(_sim(train, test_set, 4, algorithm=alg), [])
+        assert type(s).__name__ == "KitPipeline"
