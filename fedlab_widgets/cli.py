@@ -124,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target", type=float, default=None, help="stop once test accuracy reaches this")
     g.add_argument("--eval-every", type=int, default=1)
     g.add_argument("--engine", default="auto", help="auto, sequential or vectorized")
-    g.add_argument("--threads", type=int, default=1,
-                   help="torch threads while training (default 1; 0 = torch's default)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads while training (default: physical cores minus one, "
+                        "1 to 4; 0 = torch's own default)")
+    g.add_argument("--eval-subset", type=int, default=None,
+                   help="between whole-test-set evaluations (--eval-every), estimate accuracy "
+                        "on this many fixed test images")
     g.add_argument("--out", default=None, help="write history.json and convergence.png here "
                    "(a folder; made if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -256,7 +260,8 @@ def _cmd_run(args) -> int:
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
                      local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                      algorithm=alg, attack=attack, seed=args.seed, eval_every=args.eval_every,
-                     engine=args.engine, num_threads=args.threads or None,
+                     engine=args.engine, eval_subset=args.eval_subset,
+                     num_threads="auto" if args.threads is None else (args.threads or None),
                      dropout=args.dropout, stragglers=args.stragglers,
                      straggler_work=tuple(args.straggler_work),
                      straggler_mode=args.straggler_mode, compression=comp,

@@ -33,6 +33,7 @@ from torch import nn
 from .models import as_model
 from .partition import Partition
 from .simulation import (History, RoundRecord, Simulation, _check_int, _check_number, _threads,
+                         resolve_num_threads,
                          evaluate, sgd_steps)
 
 __all__ = ["train_centralised", "local_train", "sweep", "privacy_utility", "client_accuracy",
@@ -56,7 +57,7 @@ def _sgd_epochs(model: nn.Module, dataset, indices: torch.Tensor, *, epochs: int
 
 def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | None = 10,
                       lr: float = 0.05, seed: int = 0, label: str | None = None,
-                      num_threads: int | None = 1) -> History:
+                      num_threads: int | str | None = "auto") -> History:
     """Train one model on all the training data with minibatch SGD: the baseline.
 
     This is what FedAvg is compared with: the data in one place, no clients, no
@@ -82,10 +83,11 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
         Seeds the initial weights (for a model name) and the shuffling.
     label : str, optional
         The history's label (default ``"centralised, B=..., lr=..."``).
-    num_threads : int or None, default 1
+    num_threads : int, "auto" or None, default "auto"
         Torch threads while training, as for :class:`~fedlab_widgets.simulation.Simulation`
-        (None: leave the setting alone). On a 2-core laptop with anything else busy, two
-        threads made this 25x slower (8 s became 225 s); one thread is never slower here.
+        ("auto": physical cores minus one, 1 to 4; None: leave the setting alone). On a
+        2-core laptop with anything else busy, two threads made this 25x slower (8 s
+        became 225 s): "auto" gives one there.
 
     Returns
     -------
@@ -120,8 +122,7 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
             bytes_down=0, bytes_up=0, seconds=time.perf_counter() - t0[0], samples=len(train)))
         t0[0] = time.perf_counter()
 
-    if num_threads is not None:
-        num_threads = _check_int("num_threads", num_threads, 1, none_ok=" or None")
+    num_threads = resolve_num_threads(num_threads)
     with _threads(num_threads):
         _sgd_epochs(net, train, torch.arange(len(train)), epochs=epochs, batch_size=batch_size,
                     lr=lr, generator=g, after_epoch=record)

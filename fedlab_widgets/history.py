@@ -34,7 +34,9 @@ class RoundRecord:
     and those that did only part of their local work; ``reported`` is the number
     of updates aggregated (``bytes_up`` counts only theirs); ``client_accuracy``
     is each client's accuracy on its local test set (empty unless the simulation
-    has ``local_test_fraction``); ``note`` says why a round made no update.
+    has ``local_test_fraction``); ``note`` says why a round made no update;
+    ``eval_size`` is how many test images ``accuracy`` and ``loss`` were measured
+    on (the whole test set, a fixed subset for a cheap live estimate, or 0).
     """
 
     round: int
@@ -55,6 +57,7 @@ class RoundRecord:
     reported: int = -1  # updates aggregated (-1: not recorded, i.e. every sampled client)
     client_accuracy: list[float] = field(default_factory=list)  # per client, local test sets
     note: str = ""
+    eval_size: int = -1  # test images behind accuracy: 0 none, fewer than all an estimate (-1: old)
 
 
 @dataclass
@@ -150,16 +153,24 @@ class History:
         return np.cumsum(self.bytes_down + self.bytes_up)
 
     @property
-    def final_accuracy(self) -> float:
-        """The last evaluated test accuracy (NaN if none)."""
+    def estimated(self) -> np.ndarray:
+        """Per round: True where accuracy is an estimate on a subset of the test set."""
+        full = max((r.eval_size for r in self.records), default=0)
+        return np.array([0 < r.eval_size < full for r in self.records], dtype=bool)
+
+    def _full_accuracy(self) -> np.ndarray:
         acc = self.accuracy
-        acc = acc[np.isfinite(acc)]
+        return acc[np.isfinite(acc) & ~self.estimated]
+
+    @property
+    def final_accuracy(self) -> float:
+        """The last test accuracy measured on the whole test set (NaN if none)."""
+        acc = self._full_accuracy()
         return float(acc[-1]) if len(acc) else float("nan")
 
     @property
     def best_accuracy(self) -> float:
-        acc = self.accuracy
-        acc = acc[np.isfinite(acc)]
+        acc = self._full_accuracy()
         return float(acc.max()) if len(acc) else float("nan")
 
     @property
@@ -167,9 +178,9 @@ class History:
         return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
 
     def rounds_to(self, target: float) -> int | None:
-        """The first round whose test accuracy reached ``target``, or None."""
-        for r in self.records:
-            if np.isfinite(r.accuracy) and r.accuracy >= target:
+        """The first round whose test accuracy (on the whole test set) reached ``target``, or None."""
+        for r, est in zip(self.records, self.estimated):
+            if np.isfinite(r.accuracy) and r.accuracy >= target and not est:
                 return r.round
         return None
 

@@ -191,6 +191,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     if x not in _X:
         raise ValueError(f"x must be one of {', '.join(_X)}; got {x!r}")
     fig, ax = _axes(ax)
+    estimates_labelled = False
     for label, h in _as_items(histories):
         if not len(h):
             continue
@@ -199,6 +200,11 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
         ys = getattr(h, metric)
         ok = np.isfinite(ys)
         (line,) = ax.plot(xs[ok], ys[ok], marker="." if ok.sum() < 30 else None, label=label)
+        est = ok & h.estimated
+        if est.any():  # cheap estimates on a test subset: hollow, so they are not read as truth
+            ax.plot(xs[est], ys[est], "o", ms=4, mfc="white", color=line.get_color(),
+                    label=None if estimates_labelled else "estimate (fixed test subset)")
+            estimates_labelled = True
         if target is not None and metric == "accuracy":
             r = h.rounds_to(target)
             if r is not None:

@@ -34,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -56,7 +58,8 @@ from .models import as_model, count_parameters
 from .partition import Partition
 from .seeds import _generator
 
-__all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps"]
+__all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
+           "default_num_threads"]
 
 
 
@@ -86,6 +89,9 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 256) -> tuple[float
         correct += int((out.argmax(1) == y).sum())
     model.train(was_training)
     return correct / n, total_loss / n
+
+
+_evaluate = evaluate  # _round's `evaluate` argument hides the function's name
 
 
 class Simulation:
@@ -141,17 +147,24 @@ class Simulation:
         :mod:`fedlab_widgets.personalisation`.
     seed : int, default 0
     eval_every : int, default 1
-        Evaluate the global model on the test set every this many rounds (and on
-        the last round of every call).
+        Evaluate the global model on the whole test set every this many rounds (and
+        on the last round of every call).
+    eval_subset : int, optional
+        On the rounds in between, evaluate on a fixed random subset of this many
+        test images (drawn once from ``seed``): a cheap live estimate, recorded
+        with ``record.eval_size`` and drawn hollow by the plots. Estimates never
+        count for ``history.rounds_to`` or ``final_accuracy``: only whole-test-set
+        evaluations do.
     engine : {"auto", "sequential", "vectorized"}, default "auto"
         How a round's clients are trained; all engines give the same result up
         to float rounding ("auto" picks "vectorized").
-    num_threads : int or None, default 1
+    num_threads : int, "auto" or None, default "auto"
         torch intra-op threads used while a round runs (restored afterwards);
-        None leaves torch's setting alone. One thread is the default because these
-        small models gain little from a second thread on an idle laptop and lose
-        up to 10x when anything else (the notebook UI, a browser) wants a core:
-        OpenMP threads spin while they wait for each other (see bench/README.md).
+        None leaves torch's setting alone. "auto" is :func:`default_num_threads`:
+        the physical cores this process may use minus one (left for the notebook,
+        the browser), at least 1 and at most 4. One core is kept free because
+        OpenMP threads spin while they wait for each other: when something else
+        wants a core a round can become 10x slower (see bench/README.md).
 
     Examples
     --------
@@ -172,7 +185,8 @@ class Simulation:
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_work=(0.1, 1.0),
                  straggler_mode: str = "auto", compression=None,
                  local_test_fraction: float = 0.0, seed: int = 0,
-                 eval_every: int = 1, engine: str = "auto", num_threads: int | None = 1):
+                 eval_every: int = 1, eval_subset: int | None = None, engine: str = "auto",
+                 num_threads: int | str | None = "auto"):
         self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
                                              "in (0, 1]", lo_open=True)
         self.local_epochs = _check_int("local_epochs", local_epochs, 1)
@@ -181,9 +195,7 @@ class Simulation:
         self.batch_size = batch_size
         self.lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
         self.eval_every = _check_int("eval_every", eval_every, 1)
-        if num_threads is not None:
-            num_threads = _check_int("num_threads", num_threads, 1, none_ok=" or None")
-        self.num_threads = num_threads
+        self.num_threads = resolve_num_threads(num_threads)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
                 or not 0 <= seed < 2 ** 63:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1; got {seed!r}")
@@ -223,6 +235,17 @@ class Simulation:
                 raise ValueError(f"{what} must be a dataset with .images and .labels (see "
                                  f"load_mnist); got {type(data).__name__}")
         self.train, self.test = train, test
+        self.eval_subset = None
+        self._subset = None
+        if eval_subset is not None:
+            n_test = len(test.labels)
+            if isinstance(eval_subset, bool) or not isinstance(eval_subset, (int, np.integer)) \
+                    or not 1 <= eval_subset <= n_test:
+                raise ValueError(f"eval_subset must be an integer from 1 to the {n_test} test images, "
+                                 f"or None; got {eval_subset!r}")
+            self.eval_subset = int(eval_subset)
+            ix = torch.randperm(n_test, generator=_generator(self.seed, 9))[:self.eval_subset]
+            self._subset = _Subset(test, ix.sort().values)
         self.full_partition = partition
         self.local_test: list[torch.Tensor] | None = None
         if self.local_test_fraction:
@@ -266,6 +289,7 @@ class Simulation:
             "straggler_work": list(self.straggler_work), "straggler_mode": self.straggler_mode,
             **({} if self.compression is None else self.compression.config()),
             "local_test_fraction": self.local_test_fraction,
+            "eval_every": self.eval_every, "eval_subset": self.eval_subset,
             "seed": self.seed, "engine": self.engine.name, "num_threads": self.num_threads,
             "num_parameters": self.num_parameters,
         }
@@ -364,8 +388,9 @@ class Simulation:
                 if self._stop.is_set():
                     self.history.stop_reason = f"stopped by the user after round {self.round}"
                     return
-                rec = self._round(self.round + 1, evaluate=(self.round + 1) % self.eval_every == 0
-                                  or self.round + 1 == end)
+                full = (self.round + 1) % self.eval_every == 0 or self.round + 1 == end
+                rec = self._round(self.round + 1, evaluate=full,
+                                  estimate=not full and self._subset is not None)
                 self.round = rec.round
                 self.history.records.append(rec)
                 yield rec
@@ -374,7 +399,7 @@ class Simulation:
         finally:
             self._busy.release()
 
-    def _round(self, r: int, *, evaluate: bool) -> RoundRecord:
+    def _round(self, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:
         """One round of the pipeline (see the module docstring); returns its record."""
         t0 = time.perf_counter()
         alg = self.algorithm
@@ -422,7 +447,11 @@ class Simulation:
                     finite = bool(torch.isfinite(x_new).all())
                 if finite:
                     torch._foreach_copy_(params, self.layout.views(x_new))
-            acc, loss = self.evaluate() if finite and evaluate else (float("nan"), float("nan"))
+            acc, loss = (float("nan"), float("nan"))
+            if finite and evaluate:
+                acc, loss = self.evaluate()
+            elif finite and estimate:
+                acc, loss = _evaluate(self.global_model, self._subset)
             asr = self.attack.success_rate(self.global_model, self.test) \
                 if finite and evaluate and self.attack is not None else float("nan")
             per_client = [float(a) for a in self.client_accuracy()] \
@@ -450,7 +479,9 @@ class Simulation:
                            epsilon=alg.epsilon(r, self.num_clients, self.clients_per_round),
                            dropped=fates.dropped, stragglers=fates.stragglers,
                            reported=reported, client_accuracy=per_client,
-                           note=skipped or "")
+                           note=skipped or "",
+                           eval_size=(len(self.test.labels) if finite and evaluate else
+                                      self.eval_subset if finite and estimate else 0))
 
     def run(self, rounds: int, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:
@@ -492,6 +523,66 @@ class Simulation:
             if bar is not None:
                 bar.close()
         return self.history
+
+
+class _Subset:
+    """A fixed subset of a dataset's images and labels (for cheap live evaluation)."""
+
+    def __init__(self, dataset, ix: torch.Tensor):
+        self.images = dataset.images[ix].contiguous()
+        self.labels = dataset.labels[ix].contiguous()
+
+
+MAX_DEFAULT_THREADS = 4
+
+
+def default_num_threads() -> int:
+    """Torch threads for a round: physical cores available to this process minus one,
+    at least 1, at most 4 (``FEDLAB_NUM_THREADS`` overrides).
+
+    One core is left for what shares the laptop (the notebook's kernel and UI, the
+    browser): OpenMP threads spin while waiting for each other, so a thread that
+    loses its core to another process stalls all of them. These small models gain
+    little beyond 4 threads. On this project's 2-core test machine it is 1.
+
+    Examples
+    --------
+    >>> 1 <= default_num_threads() <= 4
+    True
+    """
+    env = os.environ.get("FEDLAB_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"FEDLAB_NUM_THREADS must be a positive integer; got {env!r}") from None
+    return max(1, min(MAX_DEFAULT_THREADS, _physical_cores() - 1))
+
+
+def _physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (Linux topology; else all CPUs)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for c in cpus:
+        try:
+            topo = Path(f"/sys/devices/system/cpu/cpu{c}/topology")
+            cores.add((topo / "physical_package_id").read_text().strip()
+                      + ":" + (topo / "core_id").read_text().strip())
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+def resolve_num_threads(num_threads) -> int | None:
+    """``num_threads`` checked: an integer >= 1, None, or "auto" (:func:`default_num_threads`)."""
+    if num_threads == "auto":
+        return default_num_threads()
+    if num_threads is None:
+        return None
+    return _check_int("num_threads", num_threads, 1, none_ok=', "auto" or None')
 
 
 @contextlib.contextmanager

@@ -69,6 +69,7 @@ COMPRESSION_PRESETS = {
     "2-bit": ("quantize", {"bits": 2}),
 }
 LOCAL_TEST_FRACTION = 0.2  # the per-client view's local test share
+QUICK_EVAL_EVERY, QUICK_EVAL_SUBSET = 5, 2000  # "quick evaluation": whole test set, subset
 _STYLE = {"description_width": "120px"}
 _RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
 _LIVE: "weakref.WeakSet" = weakref.WeakSet()  # dashboards of this kernel, to stop orphaned runs
@@ -438,6 +439,10 @@ class FedAvgDashboard(_Displayable):
     straggler_mode : {"auto", "drop", "partial"}, default "auto"
     compression : str, default "none"
         A key of :data:`COMPRESSION_PRESETS` ("top-1%", "8-bit", ...).
+    quick_eval : bool, default False
+        Evaluate on the whole test set every 5 rounds (and the last), and on a fixed
+        subset of 2,000 test images in between: cheap live points for slow models,
+        drawn hollow.
     per_client : bool, default False
         Keep 20% of each client's data as its local test set and show the second
         view: the per-client accuracy spread (mean, 10th-90th percentiles, worst)
@@ -485,7 +490,7 @@ class FedAvgDashboard(_Displayable):
                  aggregator: str = "mean", attack: str | None = None,
                  compare_fedavg: bool = False, secure_aggregation: bool = False,
                  dropout: float = 0.0, stragglers: float = 0.0, straggler_mode: str = "auto",
-                 compression: str = "none", per_client: bool = False,
+                 compression: str = "none", per_client: bool = False, quick_eval: bool = False,
                  target: float | None = None, **params):
         unknown = set(params) - set(ALGORITHM_PARAMETERS) - set(AGGREGATOR_PARAMETERS) \
             - set(ATTACK_PARAMETERS)
@@ -575,6 +580,8 @@ class FedAvgDashboard(_Displayable):
                                       description="compression", style=_STYLE),
             "per_client": W.Checkbox(value=bool(per_client), description="per-client view",
                                      style=_STYLE),
+            "quick_eval": W.Checkbox(value=bool(quick_eval), description="quick evaluation",
+                                     style=_STYLE),
             "target": W.BoundedFloatText(value=0.0 if target is None else target, min=0.0,
                                          max=1.0, step=0.01,
                                          description="target (0 = none)", style=_STYLE,
@@ -592,6 +599,9 @@ class FedAvgDashboard(_Displayable):
             "drop: ignore stragglers (FedAvg); partial: use their partial work (FedProx, "
             "FedNova); auto: drop for FedAvg, partial otherwise")
         self.controls["compression"].tooltip = "what each client sends instead of its update"
+        self.controls["quick_eval"].tooltip = (
+            f"whole test set every {QUICK_EVAL_EVERY} rounds; in between {QUICK_EVAL_SUBSET:,} "
+            "fixed test images (hollow points)")
         self.controls["per_client"].tooltip = (
             "hold out 20% of each client's data and plot every client's accuracy")
         self.controls["compare_fedavg"].tooltip = (
@@ -640,7 +650,7 @@ class FedAvgDashboard(_Displayable):
                             c["batch_size"], c["lr"], W.HTML("<b>Algorithm</b>"), c["algorithm"],
                             *[c[name] for name in ALGORITHM_PARAMETERS]], layout=col)
         run_box = W.VBox([W.HTML("<b>Run</b>"), c["rounds"], c["seed"], c["compare_iid"],
-                          c["compare_fedavg"], c["target"]], layout=col)
+                          c["compare_fedavg"], c["target"], c["quick_eval"]], layout=col)
         attack_box = W.VBox([W.HTML("<b>Attack</b>"), c["attack"],
                              *[c[name] for name in ATTACK_PARAMETERS]], layout=col)
         defence_box = W.VBox([W.HTML("<b>Defence</b>"), c["aggregator"],
@@ -791,7 +801,10 @@ class FedAvgDashboard(_Displayable):
                   dropout=s["dropout"], stragglers=s["stragglers"],
                   straggler_mode=s["straggler_mode"],
                   compression=None if preset is None else _compression.get(preset[0], **preset[1]),
-                  local_test_fraction=LOCAL_TEST_FRACTION if s["per_client"] else 0.0)
+                  local_test_fraction=LOCAL_TEST_FRACTION if s["per_client"] else 0.0,
+                  **({"eval_every": QUICK_EVAL_EVERY,
+                      "eval_subset": min(QUICK_EVAL_SUBSET, len(self.test.labels))}
+                     if s["quick_eval"] else {}))
         sims = [Simulation(s["model"], self.train, self.test, p, algorithm=alg, **kw)]
         self._runs += 1
         sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
@@ -885,6 +898,9 @@ class FedAvgDashboard(_Displayable):
         else:
             state = "Finished"
         acc_text = f"{acc:.2%}" if np.isfinite(acc) else "n/a"
+        if len(h) and h.estimated[-1]:
+            acc_text += (f"</b> (whole test set) &middot; now &asymp; <b>{h.accuracy[-1]:.1%}</b> "
+                         f"on {h.records[-1].eval_size:,} test images<b>")
         reached = h.rounds_to(s["target"]) if s.get("target") else None
         if reached is not None:
             acc_text += f"</b> &middot; target {s['target']:.0%} reached at round <b>{reached}"

@@ -248,3 +248,47 @@ def test_missing_test_set_is_refused_before_training(train):
     p = partition(train.labels, "iid", 10, seed=0)
     with pytest.raises(ValueError, match="test must be a dataset with .images and .labels"):
         Simulation("2nn", train, None, p)
+
+
+def test_eval_subset_gives_cheap_estimates_between_whole_test_set_evaluations(train, test_set):
+    from fedlab_widgets import evaluate
+    parts = partition(train.labels, "iid", 20, seed=0)
+    sim = Simulation("2nn", train, test_set, parts, client_fraction=0.1, lr=0.05, seed=3,
+                     eval_every=3, eval_subset=500)
+    h = sim.run(5)
+    assert [r.eval_size for r in h.records] == [500, 500, 10000, 500, 10000]
+    assert h.estimated.tolist() == [True, True, False, True, False]
+    assert np.isfinite(h.accuracy).all()
+    # the subset is fixed by the seed; the last estimate is what evaluate() gives on it
+    again = Simulation("2nn", train, test_set, parts, seed=3, eval_subset=500)
+    assert torch.equal(again._subset.labels, sim._subset.labels)
+    four = Simulation("2nn", train, test_set, parts, client_fraction=0.1, lr=0.05, seed=3)
+    four.run(4)   # evaluating does not change training: this is the first run's model at round 4
+    assert evaluate(four.global_model, sim._subset)[0] == h.accuracy[3]
+    # estimates never count as the final accuracy or for rounds_to
+    assert h.final_accuracy == h.accuracy[-1]
+    fake = History(records=[RoundRecord(1, 0.99, 0.1, 0.1, [0], 0, 0, 0.1, eval_size=500),
+                            RoundRecord(2, 0.90, 0.1, 0.1, [0], 0, 0, 0.1, eval_size=10000)])
+    assert fake.rounds_to(0.95) is None and fake.final_accuracy == 0.90 and fake.best_accuracy == 0.90
+    for bad in (0, 10001, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="eval_subset must be an integer from 1 to the 10000"):
+            Simulation("2nn", train, test_set, parts, eval_subset=bad)
+
+
+def test_thread_default_leaves_a_core_and_can_be_overridden(train, test_set, monkeypatch):
+    from fedlab_widgets.simulation import _physical_cores, default_num_threads
+    cores = _physical_cores()
+    assert default_num_threads() == max(1, min(4, cores - 1))
+    parts = partition(train.labels, "iid", 10, seed=0)
+    assert Simulation("2nn", train, test_set, parts).num_threads == default_num_threads()
+    monkeypatch.setenv("FEDLAB_NUM_THREADS", "3")
+    assert default_num_threads() == 3
+    assert Simulation("2nn", train, test_set, parts).config()["num_threads"] == 3
+    monkeypatch.setenv("FEDLAB_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="FEDLAB_NUM_THREADS"):
+        default_num_threads()
+    monkeypatch.delenv("FEDLAB_NUM_THREADS")
+    for bad in (0, "two", 1.5):
+        with pytest.raises(ValueError, match='num_threads must be an integer >= 1, "auto" or None'):
+            Simulation("2nn", train, test_set, parts, num_threads=bad)
+    assert Simulation("2nn", train, test_set, parts, num_threads=None).num_threads is None

@@ -323,3 +323,12 @@ def test_real_devices_controls_and_the_per_client_view(dashboard):
         FedAvgDashboard(dashboard.train, dashboard.test, compression="zip")
     with pytest.raises(ValueError, match="dropout"):
         FedAvgDashboard(dashboard.train, dashboard.test, dropout=1.0)
+
+
+def test_quick_evaluation_draws_estimates_between_whole_test_set_points(dashboard):
+    dashboard.update(quick_eval=True, rounds=6)
+    h = dashboard.run(blocking=True)
+    assert h.config["eval_every"] == 5 and h.config["eval_subset"] == 2000
+    assert [r.eval_size for r in h.records] == [2000] * 4 + [10000] * 2
+    labels = dashboard.make_figure().axes[0].get_legend_handles_labels()[1]
+    assert "estimate (fixed test subset)" in labels
