@@ -8,8 +8,9 @@ done at once:
   backward pass made of batched matrix products (``bmm``/``baddbmm``), which on a
   CPU is several times faster than ``torch.func`` for such a small network;
 * any other model (the CNNs) uses ``torch.func.vmap(torch.func.grad(...))`` over
-  ``torch.func.functional_call``, or, for large minibatches, plain autograd per
-  client on its rows of the buffer.
+  ``torch.func.functional_call`` when a client's step is small, or, when it is
+  large (the CNN even at B = 10), plain autograd client after client on one
+  worker module.
 
 The semantics are those of :class:`~fedlab_widgets.engines.sequential.SequentialEngine`
 exactly: client ``k`` takes the schedule's minibatches in order and each step
@@ -41,6 +42,17 @@ from ..models import TwoNN
 from .base import ClientUpdates, FlatLayout, LocalRule, Schedule
 
 __all__ = ["VectorizedEngine"]
+
+
+def _forward_flops(model: nn.Module, train) -> int:
+    """Forward FLOPs of one training sample through ``model`` (counted by torch, once)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    worker = copy.deepcopy(model)
+    x = train.images[:2]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        worker(x)
+    return counter.get_total_flops() // 2
 
 
 def _is_plain_two_nn(model: nn.Module) -> bool:
@@ -112,20 +124,23 @@ class _Plan:
 class VectorizedEngine:
     """Trains all clients of a schedule at once on stacked parameters (one ``[M, *shape]`` per layer).
 
-    Three ways to take one local SGD step of the ``m`` clients still training,
-    chosen per step:
+    Three ways to train, chosen per round:
 
     ``"mlp"``
-        The 2NN: a hand-written batched forward and backward pass (``bmm``).
+        The 2NN: a hand-written batched forward and backward pass (``bmm``) for
+        the ``m`` clients still training at each step.
     ``"vmap"``
-        Any model: ``vmap(grad(loss))`` over the stacked parameters; wins when the
-        per-client minibatches are small (``B < loop_min_batch``).
+        Any model whose client step is small (forward FLOPs of the largest
+        minibatch below ``loop_min_flops``, e.g. the small CNN at B = 10):
+        ``vmap(grad(loss))`` over the stacked parameters, all clients per step.
     ``"loop"``
-        Any model: one autograd step per client of a worker module, on its rows of
-        the buffer. For convolutional models with minibatches of ``loop_min_batch``
-        or more samples each client's step is already one large, well-threaded
-        computation, and the grouped convolutions that ``vmap`` produces are
-        slower on a CPU (measured ~20% for the CNN with B=50).
+        Any model whose client step is large (the CNN from B = 3 on, the small
+        CNN from B = 30): client after client, all its steps on one worker
+        module with plain autograd, its parameters copied in and out once per
+        round. Each step is then one large, well-threaded computation; the
+        grouped convolutions that ``vmap`` produces are slower on a CPU (the CNN
+        at B = 10, one thread: 9.2 s a round against 5.9 s with a copy per step,
+        and less with one copy per round; see bench/README.md).
 
     The local rule's correction is applied between computing a step's gradients
     and adding them, on the rows of the clients in the step (one fused operation
@@ -133,7 +148,7 @@ class VectorizedEngine:
     """
 
     name = "vectorized"
-    loop_min_batch = 32
+    loop_min_flops = 50e6   # forward FLOPs of a client's step above which clients loop
 
     def __init__(self, model: nn.Module, train):
         self.train = train
@@ -142,8 +157,17 @@ class VectorizedEngine:
         self.mlp = _is_plain_two_nn(model)
         self._stack: list[torch.Tensor] | None = None
         self._delta: torch.Tensor | None = None
+        self.flops_per_sample = 0
         if not self.mlp:
             self._build_func(model)
+            self.flops_per_sample = _forward_flops(model, train)
+
+    def path(self, schedule: Schedule) -> str:
+        """How this schedule will be trained: ``"mlp"``, ``"vmap"`` or ``"loop"``."""
+        if self.mlp:
+            return "mlp"
+        bmax = max(max(b) for b in schedule.batch_sizes)
+        return "loop" if bmax * self.flops_per_sample >= self.loop_min_flops else "vmap"
 
     # -- stacked parameters and the update tensor (reused across rounds) ----------------------
     def _buffers(self, M: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -175,20 +199,19 @@ class VectorizedEngine:
         torch._foreach_add_(P, list(grads), alpha=-lr)
         return loss
 
-    def _step_loop(self, P, xs, ys, lr, correct):
-        # a worker module and plain autograd: measured faster than torch.func.grad
-        # per client for the CNN (its parameters are copied in, the step copied out)
-        losses = []
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            Pi = [p[i] for p in P]
+    def _train_loop(self, P, schedule, xl, corr, lr, rule, loss_sum):
+        # client after client on the worker module: its parameters copied in once and out
+        # once per round (a copy per step cost 11% of the CNN's round at B = 10)
+        from .sequential import sgd_steps
+        for row in range(len(schedule)):
+            Pi = [p[row] for p in P]
             torch._foreach_copy_(self._worker_params, Pi)
-            with torch.enable_grad():
-                loss = F.cross_entropy(self._worker(x), y)
-                grads = torch.autograd.grad(loss, self._worker_params)
-            correct(i)
-            torch._foreach_add_(Pi, list(grads), alpha=-lr)
-            losses.append(loss.detach())
-        return torch.stack(losses)
+            c = None if corr is None else [cc[row] for cc in corr]
+            losses = sgd_steps(self._worker, self._worker_params, self.train,
+                               schedule.batches(row), lr=lr, rule=rule, x=xl, correction=c,
+                               row=row)
+            loss_sum[row] = float(torch.stack(losses).double().sum())
+            torch._foreach_copy_(Pi, self._worker_params)
 
     # -- 2NN path: hand-written batched forward/backward ------------------------------
     @staticmethod
@@ -244,20 +267,12 @@ class VectorizedEngine:
                               None if corr is None else [c[a:b] for c in corr], lr)
             return correct
 
-        for t, segments in enumerate(plan.segments):
-            for lo, hi, b in segments:
-                Pm = [p[lo:hi] for p in P]
-                if not self.mlp and b >= self.loop_min_batch:
-                    ixs = [plan.idx[i, t, :plan.count[i][t]] for i in range(lo, hi)]
-                    xs = [images.index_select(0, ix) for ix in ixs]
-                    ys = [labels.index_select(0, ix) for ix in ixs]
-                    if transform is not None:
-                        for j, i in enumerate(range(lo, hi)):
-                            xj, yj = transform(slice(i, i + 1), ixs[j][None], xs[j][None],
-                                               ys[j][None])
-                            xs[j], ys[j] = xj[0], yj[0]
-                    loss = self._step_loop(Pm, xs, ys, lr, corrector(lo, hi))
-                else:
+        if self.path(schedule) == "loop":
+            self._train_loop(P, schedule, xl, corr, lr, rule, loss_sum)
+        else:
+            for t, segments in enumerate(plan.segments):
+                for lo, hi, b in segments:
+                    Pm = [p[lo:hi] for p in P]
                     m = hi - lo
                     ix = plan.idx[lo:hi, t, :b]
                     flat_ix = ix.reshape(-1)
@@ -266,7 +281,7 @@ class VectorizedEngine:
                     if transform is not None:
                         xb, yb = transform(slice(lo, hi), ix, xb, yb)
                     loss = step(Pm, xb, yb, plan.w[lo:hi, t, :b], lr, corrector(lo, hi))
-                loss_sum[lo:hi] += loss
+                    loss_sum[lo:hi] += loss
         for p, g, d in zip(P, origin, self.layout.views(delta)):
             torch.sub(p, g, out=d)
         return ClientUpdates(clients=list(schedule.clients), delta=delta,
