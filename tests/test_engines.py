@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from fedlab_widgets import Simulation, get_model, load_mnist, partition
-from fedlab_widgets.engines import ENGINES, VectorizedEngine
+from fedlab_widgets.engines import ENGINES, Schedule, VectorizedEngine, get_engine
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,19 @@ def test_memory_flat_many_clients(mnist):
     eng = sim.engine
     assert eng._delta.shape == (10, sim.num_parameters)
     assert sum(s.numel() for s in eng._stack) == 10 * sim.num_parameters
+
+
+def test_the_path_follows_the_client_steps_size(mnist):
+    """Large client steps (the CNN even at B=10) loop over clients; small ones (the small CNN
+    at B=10) use vmap; the 2NN has its own kernel. Each path is checked against the
+    sequential engine in float64 (test_algorithms.py: small_cnn B=10, cnn B=50)."""
+    train, _ = mnist
+    parts = partition(train.labels, "iid", 100, seed=0)
+    for model, b, path in [("cnn", 10, "loop"), ("cnn", 2, "vmap"), ("small_cnn", 10, "vmap"),
+                           ("small_cnn", 50, "loop"), ("2nn", 10, "mlp")]:
+        engine = get_engine("vectorized", get_model(model), train)
+        orders = [[parts.client_indices[k]] for k in range(3)]
+        assert engine.path(Schedule.from_orders([0, 1, 2], orders, batch_size=b)) == path, (model, b)
+    # 2 FLOPs per multiply-add: conv1 28*28*32*25, conv2 14*14*64*32*25, fc1 3136*512, fc2 512*10
+    expected = 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 32 * 25 + 3136 * 512 + 512 * 10)
+    assert get_engine("vectorized", get_model("cnn"), train).flops_per_sample == expected
