@@ -130,3 +130,31 @@ def test_each_algorithm_gets_flowers_strategy_or_the_kits_pipeline(train, test_s
                 "fedadagrad"):   # the kit's fedadagrad has server momentum (beta1 = 0.9)
         s = flower._strategy(_sim(train, test_set, 4, algorithm=alg), [])
         assert type(s).__name__ == "KitPipeline"
+
+
+def test_ctrl_c_stops_every_process(tmp_path):
+    """Interrupt a run (SIGINT, as Ctrl-C or the notebook's stop button does) once the
+    deployment is up: run_flower stops the SuperLink, the SuperNodes and their children."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    code = ("from fedlab_widgets import Simulation, load_mnist, partition\n"
+            "from fedlab_widgets.flower import run_flower\n"
+            "train, test = load_mnist()\n"
+            "sim = Simulation('logreg', train, test, partition(train, 'iid', 3, seed=0), "
+            "client_fraction=1.0, batch_size=50)\n"
+            f"run_flower(sim, 50, workdir={str(tmp_path)!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    while not (tmp_path / "flwr-run.log").exists():   # the app has been submitted
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        assert time.monotonic() - t0 < 120, "the deployment did not start"
+        time.sleep(0.2)
+    time.sleep(3)
+    assert _processes_under(tmp_path), "the deployment should be running"
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in out
+    assert _processes_under(tmp_path) == []
