@@ -65,34 +65,35 @@ def test_export_writes_a_valid_flower_app(train, test_set, tmp_path):
         flower.run_flower(sim, 1, num_supernodes=2)
 
 
-@pytest.mark.parametrize("algorithm,strategy", [
-    ("fedavg", "FedAvg"),                                              # Flower's own strategy
-    (algorithms.get("fedavg", aggregator="median"), "KitPipeline"),    # the kit's pipeline
+@pytest.mark.parametrize("algorithm,strategy,rounds", [
+    ("fedavg", "FedAvg", 2),                                              # Flower's own strategy
+    (algorithms.get("fedavg", aggregator="median"), "KitPipeline", 1),    # the kit's pipeline
 ])
-def test_full_participation_matches_the_simulation(train, test_set, tmp_path, algorithm, strategy):
-    sim = _sim(train, test_set, 4, algorithm=algorithm)
-    h = flower.run_flower(sim, 2, workdir=tmp_path)
+def test_full_participation_matches_the_simulation(train, test_set, tmp_path, algorithm, strategy,
+                                                    rounds):
+    sim = _sim(train, test_set, 3, algorithm=algorithm)
+    h = flower.run_flower(sim, rounds, workdir=tmp_path)
     assert h.config["runtime"] == "flower-deployment" and h.config["flower_strategy"] == strategy
-    assert [r.clients for r in h.records] == [[0, 1, 2, 3]] * 2
-    ref = sim.run(2)
+    assert [r.clients for r in h.records] == [[0, 1, 2]] * rounds
+    ref = sim.run(rounds)
     np.testing.assert_allclose(h.accuracy, ref.accuracy, atol=2e-4)   # at most 2 test images
     np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-4)
     np.testing.assert_allclose(h.train_loss, ref.train_loss, rtol=1e-4)
     assert (h.bytes_up == ref.bytes_up).all()
     timing = h.config["flower_timing"]
-    assert len(timing) == 2 and all(len(t["client_seconds"]) == 4 for t in timing)
+    assert len(timing) == rounds and all(len(t["client_seconds"]) == 3 for t in timing)
     assert _processes_under(tmp_path) == []
 
 
 def test_partial_participation_with_flowers_fedprox(train, test_set, tmp_path):
-    sim = _sim(train, test_set, 6, client_fraction=0.5,
+    sim = _sim(train, test_set, 4, client_fraction=0.5,
                algorithm=algorithms.get("fedprox", mu=0.5))
-    h = flower.run_flower(sim, 3, workdir=tmp_path)
+    h = flower.run_flower(sim, 2, workdir=tmp_path)
     assert h.config["flower_strategy"] == "FedProx"
-    assert all(len(r.clients) == 3 for r in h.records)
-    ref = sim.run(3)
+    assert all(len(r.clients) == 2 for r in h.records)
+    ref = sim.run(2)
     # Flower samples the clients itself: the curves agree statistically, not exactly
-    assert abs(h.final_accuracy - ref.final_accuracy) < 0.03 and h.final_accuracy > 0.85
+    assert abs(h.final_accuracy - ref.final_accuracy) < 0.03 and h.final_accuracy > 0.8
     assert _processes_under(tmp_path) == []
 
 
@@ -139,22 +140,34 @@ def test_ctrl_c_stops_every_process(tmp_path):
     import subprocess
     import sys
     import time
-    code = ("from fedlab_widgets import Simulation, load_mnist, partition\n"
+    # a background job may inherit SIGINT ignored: give the child Python's own handler back
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from fedlab_widgets import Simulation, load_mnist, partition\n"
             "from fedlab_widgets.flower import run_flower\n"
             "train, test = load_mnist()\n"
-            "sim = Simulation('logreg', train, test, partition(train, 'iid', 3, seed=0), "
+            "sim = Simulation('logreg', train, test, partition(train, 'iid', 2, seed=0), "
             "client_fraction=1.0, batch_size=50)\n"
             f"run_flower(sim, 50, workdir={str(tmp_path)!r})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    t0 = time.monotonic()
-    while not (tmp_path / "flwr-run.log").exists():   # the app has been submitted
-        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-        assert time.monotonic() - t0 < 120, "the deployment did not start"
-        time.sleep(0.2)
-    time.sleep(3)
-    assert _processes_under(tmp_path), "the deployment should be running"
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode != 0 and "KeyboardInterrupt" in out
-    assert _processes_under(tmp_path) == []
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "flwr-run.log").exists():   # the app has been submitted
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            assert time.monotonic() - t0 < 120, "the deployment did not start"
+            time.sleep(0.2)
+        time.sleep(3)
+        assert _processes_under(tmp_path), "the deployment should be running"
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode != 0 and "KeyboardInterrupt" in out
+        assert _processes_under(tmp_path) == []
+    finally:   # whatever happened, leave nothing running for the rest of the suite
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in flower._processes_with(f"FLWR_HOME={tmp_path / 'flwr-home'}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
