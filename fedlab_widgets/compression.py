@@ -162,8 +162,10 @@ class Compressor:
     def label(self) -> str:
         ps = [f"{k}={v:g}" for k, v in self.params.items()
               if not (k == "bucket_size" and v == 512)]
-        if self.error_feedback != _ERROR_FEEDBACK_DEFAULT[self.name] or self.error_feedback:
-            ps.append("error_feedback" if self.error_feedback else "no error_feedback")
+        if self.error_feedback:
+            ps.append("error_feedback")
+        elif _ERROR_FEEDBACK_DEFAULT[self.name]:
+            ps.append("no error_feedback")
         return f"{self.name}({', '.join(ps)})"
 
     def config(self) -> dict:

@@ -345,49 +345,44 @@ def _recording(cls, log: list):
     return Recording
 
 
-class _KitPipeline:
-    """A Flower strategy (FedAvg's sampling and messaging) whose aggregation is the kit's round
-    pipeline: client steps, aggregator, server steps and server optimiser."""
+def _kit_pipeline(base, sim):
+    """``base`` (a Flower strategy: its sampling and messaging) with the kit's round pipeline
+    as its aggregation: client steps, aggregator, server steps and server optimiser."""
+    from flwr.app import ArrayRecord
+    from .algorithms import RoundContext
+    from .engines.base import ClientUpdates
 
-    @staticmethod
-    def make(base, sim):
-        from flwr.app import ArrayRecord
-        from .algorithms import RoundContext
-        from .engines.base import ClientUpdates
+    class KitPipeline(base):
+        def configure_train(self, server_round, arrays, config, grid):
+            self._x = arrays
+            return super().configure_train(server_round, arrays, config, grid)
 
-        class KitPipeline(base):
-            def configure_train(self, server_round, arrays, config, grid):
-                self._x = arrays
-                return super().configure_train(server_round, arrays, config, grid)
-
-            def aggregate_train(self, server_round, replies):
-                ok = [m for m in replies if not m.has_error()]
-                if not ok:
-                    return None, None
-                layout = sim.layout
-                x = _flat(sim, self._x)
-                rows = [_flat(sim, m.content["arrays"]) for m in ok]
-                met = [m.content["metrics"] for m in ok]
-                updates = ClientUpdates(
-                    clients=[int(q["partition-id"]) for q in met],
-                    delta=torch.stack(rows) - x,
-                    weight=torch.tensor([float(q["num-examples"]) for q in met], dtype=torch.float64),
-                    steps=torch.tensor([int(q["steps"]) for q in met]),
-                    loss=torch.tensor([float(q["train-loss"]) for q in met], dtype=torch.float64))
-                alg = sim.algorithm
-                if not hasattr(self, "_state"):
-                    self._state = {}
-                ctx = RoundContext(round=server_round, x=x, lr=sim.lr, num_clients=sim.num_clients,
-                                   total_samples=sim.total_samples, state=self._state,
-                                   seed=sim.seed, clients_per_round=sim.clients_per_round)
-                with torch.no_grad():
-                    updates = alg.client_steps(updates, ctx)
-                    x_new = alg.server_update(x, alg.server_steps(alg.aggregate(updates), ctx), ctx)
-                model = sim.global_model
-                with torch.no_grad():
-                    torch._foreach_copy_(list(model.parameters()), layout.views(x_new))
-                return ArrayRecord(model.state_dict()), None
-        return KitPipeline
+        def aggregate_train(self, server_round, replies):
+            ok = [m for m in replies if not m.has_error()]
+            if not ok:
+                return None, None
+            layout = sim.layout
+            x = _flat(sim, self._x)
+            rows = [_flat(sim, m.content["arrays"]) for m in ok]
+            met = [m.content["metrics"] for m in ok]
+            updates = ClientUpdates(
+                clients=[int(q["partition-id"]) for q in met],
+                delta=torch.stack(rows) - x,
+                weight=torch.tensor([float(q["num-examples"]) for q in met], dtype=torch.float64),
+                steps=torch.tensor([int(q["steps"]) for q in met]),
+                loss=torch.tensor([float(q["train-loss"]) for q in met], dtype=torch.float64))
+            alg = sim.algorithm
+            # the server process's simulation keeps the server state (optimiser moments, ...)
+            ctx = RoundContext(round=server_round, x=x, lr=sim.lr, num_clients=sim.num_clients,
+                               total_samples=sim.total_samples, state=sim.server_state,
+                               seed=sim.seed, clients_per_round=sim.clients_per_round)
+            model = sim.global_model
+            with torch.no_grad():
+                updates = alg.client_steps(updates, ctx)
+                x_new = alg.server_update(x, alg.server_steps(alg.aggregate(updates), ctx), ctx)
+                torch._foreach_copy_(list(model.parameters()), layout.views(x_new))
+            return ArrayRecord(model.state_dict()), None
+    return KitPipeline
 
 
 def _flat(sim, arrays) -> torch.Tensor:
@@ -401,8 +396,11 @@ def _strategy(sim, log: list):
     m = sim.clients_per_round
     common = dict(fraction_train=sim.client_fraction, fraction_evaluate=0.0,
                   min_train_nodes=m, min_available_nodes=sim.num_clients)
-    name = alg.name if alg.aggregator_name in ("mean",) and alg.dp is None or \
-        alg.name == "dp-fedavg" else None
+    # Flower's own strategy only where it is the same algorithm: a plain mean (dp-fedavg's
+    # noisy mean is Flower's DP wrapper); robust aggregators, FedNova and DP on top of other
+    # algorithms run the kit's pipeline
+    plain = alg.aggregator_name == "mean" and (alg.dp is None or alg.name == "dp-fedavg")
+    name = alg.name if plain else None
     p = alg.params
     if name == "fedavg":
         return _recording(fs.FedAvg, log)(**common)
@@ -423,7 +421,7 @@ def _strategy(sim, log: list):
         return fs.DifferentialPrivacyServerSideFixedClipping(
             _recording(fs.FedAvg, log)(**common), noise_multiplier=p["noise_multiplier"],
             clipping_norm=p["clip_norm"], num_sampled_clients=m)
-    return _recording(_KitPipeline.make(fs.FedAvg, sim), log)(**common)
+    return _recording(_kit_pipeline(fs.FedAvg, sim), log)(**common)
 
 
 def server_main(grid, context) -> None:

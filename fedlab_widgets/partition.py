@@ -326,19 +326,34 @@ def _dirichlet(y, k, rng, *, alpha, min_size, num_classes, **_):
     )
 
 
-def _label_count(y, k, rng, *, classes_per_client, num_classes, **_):
-    present = np.flatnonzero(np.bincount(y, minlength=num_classes))
-    cpc = _check_int("classes_per_client", classes_per_client, 1, len(present),
-                     " (the number of classes present)")
+def _deal_labels(k, rng, present, cpc, num_classes) -> list[list[int]]:
+    """For each label, the clients holding it: ``cpc`` labels per client, fewest holders
+    first with ties broken at random, so that labels are balanced and all covered."""
     holders = [[] for _ in range(num_classes)]
     count = np.zeros(num_classes, dtype=np.int64)
     for c in rng.permutation(k):
-        # fewest holders first, ties broken at random: balanced and covers every label
         key = count[present] + rng.random(len(present))
         chosen = present[np.argsort(key)[:cpc]]
         for lab in chosen:
             holders[lab].append(c)
         count[chosen] += 1
+    return holders
+
+
+def _round_shares(shares: np.ndarray, total: int) -> np.ndarray:
+    """Integer sizes summing to ``total``: the floors of ``shares``, the remainder handed to
+    the largest fractional parts."""
+    sizes = np.floor(shares).astype(np.int64)
+    rest = total - int(sizes.sum())
+    sizes[np.argsort(-(shares - sizes), kind="stable")[:rest]] += 1
+    return sizes
+
+
+def _label_count(y, k, rng, *, classes_per_client, num_classes, **_):
+    present = np.flatnonzero(np.bincount(y, minlength=num_classes))
+    cpc = _check_int("classes_per_client", classes_per_client, 1, len(present),
+                     " (the number of classes present)")
+    holders = _deal_labels(k, rng, present, cpc, num_classes)
     parts = [[] for _ in range(k)]
     for lab in present:
         if not holders[lab]:
@@ -360,12 +375,7 @@ def _quantity(y, k, rng, *, sigma, min_size, **_):
                           f" (num_clients * min_size must not exceed the {n} samples)")
     z = sigma * rng.standard_normal(k)
     w = np.exp(z - z.max())  # log-normal weights, normalised without overflow
-    extra = (n - k * min_size) * w / w.sum()
-    sizes = np.floor(extra).astype(np.int64)
-    # hand the rounding remainder to the largest fractional parts
-    rest = (n - k * min_size) - int(sizes.sum())
-    sizes[np.argsort(-(extra - sizes), kind="stable")[:rest]] += 1
-    sizes += min_size
+    sizes = _round_shares((n - k * min_size) * w / w.sum(), n - k * min_size) + min_size
     return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
 
 
@@ -378,14 +388,7 @@ def _powerlaw(y, k, rng, *, exponent, classes_per_client, min_size, num_classes,
                           f" (num_clients * min_size must not exceed the {n} samples)")
     want = 1.0 + rng.pareto(exponent, k)                   # power-law (Pareto) sizes
     want = min_size + (n - k * min_size) * want / want.sum()
-    holders = [[] for _ in range(num_classes)]
-    count = np.zeros(num_classes, dtype=np.int64)
-    for c in rng.permutation(k):                          # balanced labels, as label_count
-        key = count[present] + rng.random(len(present))
-        chosen = present[np.argsort(key)[:cpc]]
-        for lab in chosen:
-            holders[lab].append(c)
-        count[chosen] += 1
+    holders = _deal_labels(k, rng, present, cpc, num_classes)   # balanced, as label_count
     parts = [[] for _ in range(k)]
     for lab in present:
         if not holders[lab]:
@@ -396,13 +399,10 @@ def _powerlaw(y, k, rng, *, exponent, classes_per_client, min_size, num_classes,
             raise ValueError(
                 f"classes_per_client={cpc} with num_clients={k}: label {lab} has only "
                 f"{len(ix)} samples for {len(h)} clients; use fewer clients or a smaller min_size")
-        # each holder gets its floor share (at least min_size // cpc), the rest by largest remainder
+        # each holder gets at least min_size // cpc, the rest in proportion to what it wants
         base = max(1, min_size // cpc)
-        share = want[h] / want[h].sum() * (len(ix) - base * len(h))
-        sizes = np.floor(share).astype(np.int64)
-        rest = (len(ix) - base * len(h)) - int(sizes.sum())
-        sizes[np.argsort(-(share - sizes), kind="stable")[:rest]] += 1
-        sizes += base
+        free = len(ix) - base * len(h)
+        sizes = _round_shares(want[h] / want[h].sum() * free, free) + base
         for c, piece in zip(h, np.split(ix, np.cumsum(sizes)[:-1])):
             parts[c].append(piece)
     return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]

@@ -346,9 +346,11 @@ class Simulation:
             raise ValueError("client_accuracy needs per-client test sets: build the Simulation "
                              "with local_test_fraction (for example 0.2)")
         personal = None
-        if self.algorithm.fedper is not None:
-            personal = {k: self.client_model(k)
-                        for k in self.client_store.clients(self.algorithm.fedper.store_key)}
+        fedper = self.algorithm.fedper
+        if fedper is not None:
+            x = self.layout.flatten(self.global_model.parameters())
+            personal = {k: fedper.personal_model(k, x, self.client_store, self.head)
+                        for k in self.client_store.clients(fedper.store_key)}
         return client_accuracy(self.global_model, self.train, self.local_test, personal=personal)
 
     def stop(self) -> None:

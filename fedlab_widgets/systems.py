@@ -97,6 +97,8 @@ def client_fates(clients, *, round_: int, seed: int, dropout: float = 0.0,
     Each client's fate is drawn from ``(seed, round_, client)``: whether a client
     drops does not depend on who else was sampled.
     """
+    if not dropout and not stragglers:   # the common case: no generators to seed each round
+        return ClientFates(full=[int(k) for k in clients])
     fates = ClientFates()
     lo, hi = straggler_work
     for k in clients:
@@ -113,7 +115,8 @@ def client_fates(clients, *, round_: int, seed: int, dropout: float = 0.0,
 
 def truncate_schedule(schedule: Schedule, work: dict[int, float]) -> Schedule:
     """``schedule`` with client ``k`` doing only its first ``ceil(work[k] * steps)`` steps
-    (at least one); the other clients and every client's weight are unchanged.
+    (at least one); the other clients and every client's weight are unchanged (``schedule``
+    itself when ``work`` is empty).
 
     Examples
     --------
@@ -122,6 +125,8 @@ def truncate_schedule(schedule: Schedule, work: dict[int, float]) -> Schedule:
     >>> truncate_schedule(s, {1: 0.4}).steps.tolist()
     [5, 2]
     """
+    if not work:
+        return schedule
     indices, sizes = [], []
     for row, k in enumerate(schedule.clients):
         bs = schedule.batch_sizes[row]

@@ -47,11 +47,9 @@ __all__ = ["VectorizedEngine"]
 def _forward_flops(model: nn.Module, train) -> int:
     """Forward FLOPs of one training sample through ``model`` (counted by torch, once)."""
     from torch.utils.flop_counter import FlopCounterMode
-    worker = copy.deepcopy(model)
-    x = train.images[:2]
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        worker(x)
+        model(train.images[:2])
     return counter.get_total_flops() // 2
 
 
@@ -160,7 +158,7 @@ class VectorizedEngine:
         self.flops_per_sample = 0
         if not self.mlp:
             self._build_func(model)
-            self.flops_per_sample = _forward_flops(model, train)
+            self.flops_per_sample = _forward_flops(self._worker, train)
 
     def path(self, schedule: Schedule) -> str:
         """How this schedule will be trained: ``"mlp"``, ``"vmap"`` or ``"loop"``."""
@@ -243,7 +241,6 @@ class VectorizedEngine:
     def train_clients(self, x: torch.Tensor, schedule: Schedule, *, lr: float,
                       rule: LocalRule = LocalRule(), start: torch.Tensor | None = None
                       ) -> ClientUpdates:
-        plan = _Plan(schedule, self.dtype)
         M = len(schedule)
         P, delta = self._buffers(M)
         xl = self.layout.views(x)
@@ -270,6 +267,7 @@ class VectorizedEngine:
         if self.path(schedule) == "loop":
             self._train_loop(P, schedule, xl, corr, lr, rule, loss_sum)
         else:
+            plan = _Plan(schedule, self.dtype)   # padded minibatches: only the stepwise paths
             for t, segments in enumerate(plan.segments):
                 for lo, hi, b in segments:
                     Pm = [p[lo:hi] for p in P]
