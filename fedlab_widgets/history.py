@@ -177,11 +177,41 @@ class History:
     def diverged(self) -> bool:
         return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
 
-    def rounds_to(self, target: float) -> int | None:
-        """The first round whose test accuracy (on the whole test set) reached ``target``, or None."""
+    def rounds_to(self, target: float, *, interpolate: bool = False) -> int | float | None:
+        """Rounds until the test accuracy (on the whole test set) reached ``target``, or None.
+
+        Parameters
+        ----------
+        target : float
+            Test accuracy in [0, 1].
+        interpolate : bool, default False
+            False: the first round whose accuracy reached ``target`` (an int).
+            True: McMahan et al.'s (2017) measure, a float. It reads the monotone
+            curve (the best accuracy over all rounds so far) and interpolates
+            linearly between the last evaluated round below ``target`` and the
+            first at or above it. If the first evaluated round already reaches
+            ``target`` there is nothing to interpolate from, and its round is returned.
+
+        Examples
+        --------
+        >>> from fedlab_widgets.history import History, RoundRecord
+        >>> h = History([RoundRecord(r, a, 0.5, 0.5, [0], 0, 0, 0.1)
+        ...              for r, a in [(1, 0.90), (2, 0.96), (3, 0.95), (4, 0.98)]])
+        >>> h.rounds_to(0.97), h.rounds_to(0.97, interpolate=True)
+        (4, 3.5)
+        """
+        prev_round, prev_best = None, -np.inf
         for r, est in zip(self.records, self.estimated):
-            if np.isfinite(r.accuracy) and r.accuracy >= target and not est:
-                return r.round
+            if est or not np.isfinite(r.accuracy):
+                continue
+            if r.accuracy >= target:
+                if not interpolate:
+                    return r.round
+                if prev_round is None:
+                    return float(r.round)
+                return float(prev_round + (r.round - prev_round)
+                             * (target - prev_best) / (r.accuracy - prev_best))
+            prev_round, prev_best = r.round, max(prev_best, r.accuracy)
         return None
 
     def to_dict(self) -> dict:

@@ -964,8 +964,8 @@ class FedAvgDashboard(_Displayable):
         handles, labels = ax_acc.get_legend_handles_labels()
         if handles:
             notes = {h.label: _note(h, h in self.current) for h in runs}
-            labels = ["\n".join(textwrap.wrap(lab + notes.get(lab, ""), 38)) for lab in labels]
-            ax_leg.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
+            labels = ["\n".join(textwrap.wrap(lab + notes.get(lab, ""), 32)) for lab in labels]
+            ax_leg.legend(handles, labels, loc="upper left", fontsize=10, frameon=False,
                           borderaxespad=0)
         else:
             ax_leg.text(0, 0.9, "No runs yet: press Run.", fontsize=10,

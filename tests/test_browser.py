@@ -1,10 +1,10 @@
-"""End to end in a real browser: JupyterLab + headless Chromium run notebook 03 and press Run.
+"""End to end in a real browser: JupyterLab and Notebook 7 + headless Chromium run notebook 03.
 
-Starts JupyterLab on a free loopback port (with a token, on a temporary copy of
-``notebooks/``), runs all cells of ``03-fedavg-live.ipynb`` in headless Chromium,
+For each front end (JupyterLab, then Notebook 7), starts its server on a free loopback port
+(with a token, on a temporary copy of ``notebooks/``), runs all cells of ``03-fedavg-live.ipynb`` in headless Chromium,
 clicks the dashboard's Run button, checks that the plot is redrawn round after round
 while the status line counts rounds, clicks Stop, and checks that no error is shown.
-A screenshot is saved to ``tests/artifacts/browser-03-fedavg-live.png``.
+A screenshot is saved to ``tests/artifacts/browser-<front end>-03-fedavg-live.png``.
 
 Needs Debian's Chromium at /usr/bin/chromium (``apt-get install chromium``).
 """
@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = "03-fedavg-live.ipynb"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
-SCREENSHOT = ARTIFACTS / "browser-03-fedavg-live.png"
+#: front end -> (the server's module, the notebook's URL path)
+FRONT_ENDS = {"jupyterlab": ("jupyterlab", "/lab/tree/"), "notebook7": ("notebook", "/notebooks/")}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -49,9 +50,11 @@ CHROMIUM_MISSING = (f"Chromium is not installed ({CHROMIUM} is missing), so the 
                     "cannot run. Install it with `sudo apt-get install chromium` (Debian/Ubuntu).")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server on a copy of notebooks/; yields its base URL and token."""
+@pytest.fixture(scope="module", params=list(FRONT_ENDS))
+def lab(request, tmp_path_factory):
+    """A JupyterLab or Notebook 7 server on a copy of notebooks/; yields its base URL, token,
+    log file and front end."""
+    front_end = request.param
     if not CHROMIUM.exists():  # the test itself fails with the message
         yield None
         return
@@ -78,11 +81,13 @@ def lab(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     })
     log = open(tmp / "jupyterlab.log", "wb")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+    cmd = [sys.executable, "-m", FRONT_ENDS[front_end][0], "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-           "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           f"--ServerApp.root_dir={root}"]
+    if front_end == "jupyterlab":
+        cmd += [f"--LabApp.workspaces_dir={tmp / 'workspaces'}", "--LabApp.news_url=None",
+                "--LabApp.extension_manager=readonly",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI often run as root
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -107,7 +112,7 @@ def lab(tmp_path_factory):
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError("JupyterLab exited:\n" + (tmp / "jupyterlab.log").read_text()[-3000:])
+                raise RuntimeError(f"{front_end} exited:\n" + (tmp / "jupyterlab.log").read_text()[-3000:])
             try:
                 with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
                     if r.status == 200:
@@ -115,10 +120,10 @@ def lab(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("JupyterLab did not answer within 90 s:\n"
+                raise RuntimeError(f"{front_end} did not answer within 90 s:\n"
                                    + (tmp / "jupyterlab.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield url, token, tmp / "jupyterlab.log"
+        yield url, token, tmp / "jupyterlab.log", front_end
     finally:
         shutdown()
 
@@ -214,17 +219,18 @@ def _errors(page) -> list[str]:
     return out
 
 
-def test_notebook_03_dashboard_trains_live_in_jupyterlab(lab, browser):
+def test_notebook_03_dashboard_trains_live_in_the_browser(lab, browser):
     if browser is None or lab is None:
         pytest.fail(CHROMIUM_MISSING, pytrace=False)
-    url, token, log = lab
+    url, token, log, front_end = lab
+    screenshot = ARTIFACTS / f"browser-{front_end}-03-fedavg-live.png"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     try:
-        page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
+        page.goto(f"{url}{FRONT_ENDS[front_end][1]}{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
         page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
         kernel_id = _wait_for_kernel(page, url, token)
         _run_all_cells(page)
@@ -286,15 +292,15 @@ def test_notebook_03_dashboard_trains_live_in_jupyterlab(lab, browser):
         assert not _errors(page), _errors(page)
 
         board.scroll_into_view_if_needed()
-        page.screenshot(path=str(SCREENSHOT))
-        print(f"browser saw rounds {sorted(set(rounds_seen))}, {len(set(srcs))} plot images, "
+        page.screenshot(path=str(screenshot))
+        print(f"{front_end}: browser saw rounds {sorted(set(rounds_seen))}, {len(set(srcs))} plot images, "
               f"stopped: {stopped_text!r}")
     except Exception:
         try:
-            page.screenshot(path=str(SCREENSHOT))
+            page.screenshot(path=str(screenshot))
         except Exception:
             pass
-        print("JupyterLab log tail:\n" + Path(log).read_text()[-3000:])
+        print(f"{front_end} log tail:\n" + Path(log).read_text()[-3000:])
         print("browser console errors:", console_errors[-20:])
         print("server state:", _server_state(url, token))
         raise

@@ -42,3 +42,17 @@ def test_notebook_house_rules(path):
         assert "<details>" in cells[i + 1][0], f"{path.name}: no solution after {name} = None"
         assert any(re.search(rf"\b{name}\b", s) for s, c in cells[i + 2:] if c["cell_type"] == "code"), \
             f"{path.name}: {name} is never checked"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_opens_in_colab(path):
+    """A Colab badge that opens this very notebook, and a first code cell that installs the kit
+    and turns on Colab's widget manager there (and does nothing elsewhere)."""
+    from fedlab_widgets.links import PIP_INSTALL, colab_badge
+
+    nb, cells = _cells(path)
+    assert colab_badge(path.name) in cells[0][0], f"{path.name}: no Colab badge for itself"
+    first_code = next(s for s, c in cells if c["cell_type"] == "code")
+    assert first_code.startswith("# On Google Colab only") and PIP_INSTALL in first_code
+    assert 'if "google.colab" in sys.modules:' in first_code
+    assert "output.enable_custom_widget_manager()" in first_code

@@ -292,3 +292,37 @@ def test_thread_default_leaves_a_core_and_can_be_overridden(train, test_set, mon
         with pytest.raises(ValueError, match='num_threads must be an integer >= 1, "auto" or None'):
             Simulation("2nn", train, test_set, parts, num_threads=bad)
     assert Simulation("2nn", train, test_set, parts, num_threads=None).num_threads is None
+
+
+def test_labels_must_be_one_integer_class_per_image(train, test_set):
+    """One-hot or float labels are refused with a message naming them, not silently reshaped."""
+    import dataclasses
+
+    import torch
+
+    parts = partition(train.labels, "iid", 10, seed=0)
+    onehot = dataclasses.replace(train, labels=torch.nn.functional.one_hot(train.labels))
+    with pytest.raises(ValueError, match=r"train.labels must be a 1-D integer tensor.*shape \[60000, 10\]"):
+        Simulation("logreg", onehot, test_set, parts)
+    floats = dataclasses.replace(test_set, labels=test_set.labels.float() + 0.5)
+    with pytest.raises(ValueError, match=r"test.labels must be a 1-D integer tensor.*float32"):
+        Simulation("logreg", train, floats, parts)
+    short = dataclasses.replace(test_set, labels=test_set.labels[:10])
+    with pytest.raises(ValueError, match="test.labels must hold one label per image: 10 labels for 10000"):
+        Simulation("logreg", train, short, parts)
+
+
+def test_rounds_to_interpolates_on_the_monotone_curve():
+    """McMahan et al.'s rounds to target: best accuracy so far, linear interpolation."""
+    from fedlab_widgets.history import RoundRecord
+
+    def hist(points):
+        return History([RoundRecord(r, a, 0.5, 0.5, [0], 0, 0, 0.1) for r, a in points])
+
+    h = hist([(1, 0.90), (2, 0.96), (3, 0.95), (4, 0.98)])
+    assert h.rounds_to(0.97) == 4
+    assert h.rounds_to(0.97, interpolate=True) == pytest.approx(3 + (0.97 - 0.96) / (0.98 - 0.96))
+    assert h.rounds_to(0.99, interpolate=True) is None
+    assert hist([(1, 0.98)]).rounds_to(0.97, interpolate=True) == 1.0
+    # evaluated every 5 rounds: interpolate between the evaluated rounds
+    assert hist([(5, 0.90), (10, 1.0)]).rounds_to(0.95, interpolate=True) == pytest.approx(7.5)

@@ -332,3 +332,23 @@ def test_quick_evaluation_draws_estimates_between_whole_test_set_points(dashboar
     assert [r.eval_size for r in h.records] == [2000] * 4 + [10000] * 2
     labels = dashboard.make_figure().axes[0].get_legend_handles_labels()[1]
     assert "estimate (fixed test subset)" in labels
+
+
+def test_static_snapshot_is_the_dashboards_final_state(dashboard):
+    """The website replaces each dashboard by fedlab_widgets.static: its last plot, status and settings."""
+    import base64
+
+    from ipywidgets.widgets.widget import _instances
+
+    from fedlab_widgets.static import snapshots, static_html
+
+    dashboard.update(lr=0.1).run(blocking=True)
+    html = static_html(dashboard.widget)
+    png = base64.b64encode(bytes(dashboard.image.value)).decode()
+    assert png in html                                   # the plot as it is now, not the first one
+    assert "round 3/3" in html and "lr = 0.1" in html and "Run" not in html.split("<img")[0][:40]
+    assert "Data &amp; clients" not in html              # column headings are not repeated
+    assert "alpha =" not in html                         # hidden controls (scheme is iid) are left out
+    mid = dashboard.widget.model_id
+    assert _instances[mid] is dashboard.widget
+    assert snapshots([mid, "no-such-widget"]) == {mid: html}
