@@ -200,6 +200,9 @@ class History:
         >>> h.rounds_to(0.97), h.rounds_to(0.97, interpolate=True)
         (4, 3.5)
         """
+        if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= target <= 1.0:
+            raise ValueError(f"target must be a test accuracy from 0 to 1 (0.97, not 97); got {target!r}")
         prev_round, prev_best = None, -np.inf
         for r, est in zip(self.records, self.estimated):
             if est or not np.isfinite(r.accuracy):
@@ -226,6 +229,10 @@ class History:
     def save(self, path) -> Path:
         """Write the history as JSON (NaN stored as null; numpy scalars as numbers)."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"path {path} is a folder; give a file name, e.g. {path / 'history.json'}")
+        if not path.parent.is_dir():
+            raise ValueError(f"path {path}: its folder {path.parent} does not exist")
         path.write_text(json.dumps(_plain(self.to_dict()), indent=1))
         return path
 

@@ -160,7 +160,7 @@ def describe_heterogeneity(p: Partition) -> str:
 
 def param_control(prm: Param, value=None) -> W.Widget:
     """A slider for one parameter of a table: logarithmic, integer or linear, as it says."""
-    value = prm.default if value is None else value
+    value = prm.default if value is None else prm.check(value)  # a ValueError names it and its range
     lo, hi = prm.ui_range
     kw = dict(description=prm.name, continuous_update=False, style=_STYLE)
     if prm.log:
@@ -176,8 +176,42 @@ def param_control(prm: Param, value=None) -> W.Widget:
     return c
 
 
+def _check_value(name: str, control, value) -> None:
+    """Refuse a value that ``control`` would silently clamp or cannot show, naming the setting
+    and its range (sliders and bounded boxes clamp quietly; a dropdown says only "not found")."""
+    if isinstance(control, W.Dropdown):
+        allowed = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        if name == "batch_size":  # any batch size can be added to the list
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"batch_size must be an integer >= 1 or None (full batch); "
+                                 f"got {value!r}")
+        elif value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        return
+    if isinstance(control, W.Checkbox):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False; got {value!r}")
+        return
+    if not hasattr(control, "min") and name != "lr":
+        return
+    integer = isinstance(control, (W.IntSlider, W.IntText, W.BoundedIntText))
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not np.isfinite(value):
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}; got {value!r}")
+    if name == "lr" and not value > 0:
+        raise ValueError(f"lr must be a number > 0; got {value!r}")
+    lo, hi = getattr(control, "min", None), getattr(control, "max", None)
+    if isinstance(control, W.FloatLogSlider):  # min and max are exponents of base
+        lo, hi = control.base ** lo, control.base ** hi
+    if lo is not None and not lo * (1 - 1e-9) <= value <= hi * (1 + 1e-9):
+        raise ValueError(f"{name} must be from {lo:g} to {hi:g} in the dashboard; got {value!r}")
+
+
 def _partition_controls(*, scheme, num_clients, seed, max_num_clients, **scheme_values) -> dict:
     """The partition's controls: scheme, its parameter, number of clients, seed."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
     c = {"scheme": W.Dropdown(options=list(SCHEMES), value=scheme, description="scheme",
                               style=_STYLE)}
     for params in SCHEME_PARAMETERS.values():
@@ -188,6 +222,10 @@ def _partition_controls(*, scheme, num_clients, seed, max_num_clients, **scheme_
                                    style=_STYLE)
     c["seed"] = W.IntText(value=seed, description="seed", style=_STYLE,
                           layout=W.Layout(width="220px"))
+    given = {"num_clients": num_clients, "seed": seed, **scheme_values}
+    for name, value in given.items():
+        if name in c and value is not None:
+            _check_value(name, c[name], value)
     return c
 
 
@@ -354,6 +392,8 @@ class PartitionExplorer(_Displayable):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
                              f"the settings are {', '.join(self.controls)}")
+        for k, v in values.items():  # all checked before any is set: a bad one changes nothing
+            _check_value(k, self.controls[k], v)
         self._holding = True
         try:
             for k, v in values.items():
@@ -506,6 +546,9 @@ class FedAvgDashboard(_Displayable):
             for name in union:
                 chosen.setdefault(name, union[name].default)
         make_algorithm(chosen), make_attack(chosen)  # validated: a ValueError names the setting
+        if model not in MODELS or model == "lenet":
+            raise ValueError(f"model must be one of {', '.join(m for m in MODELS if m != 'lenet')}; "
+                             f"got {model!r}")
         if compression not in COMPRESSION_PRESETS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSION_PRESETS)}; "
                              f"got {compression!r}")
@@ -587,6 +630,11 @@ class FedAvgDashboard(_Displayable):
                                          description="target (0 = none)", style=_STYLE,
                                          layout=W.Layout(width="220px")),
         })
+        for name, value in {"client_fraction": client_fraction, "local_epochs": local_epochs,
+                            "batch_size": batch_size, "lr": lr, "rounds": rounds,
+                            "dropout": dropout, "stragglers": stragglers,
+                            "target": 0.0 if target is None else target, **params}.items():
+            _check_value(name, self.controls[name], value)
         self.controls["lr"].tooltip = "client learning rate (> 0)"
         self.controls["compare_iid"].tooltip = (
             "also train the same settings on an IID partition (dashed curve)")
@@ -686,15 +734,15 @@ class FedAvgDashboard(_Displayable):
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
                              f"the settings are {', '.join(self.controls)}")
+        values = {k: (0.0 if k == "target" and v is None else
+                      "none" if k == "attack" and v is None else v) for k, v in values.items()}
+        for k, v in values.items():  # all checked before any is set: a bad one changes nothing
+            _check_value(k, self.controls[k], v)
         if "algorithm" in values:  # first: switching resets its parameters to their defaults
             self.controls["algorithm"].value = values["algorithm"]
         for k, v in values.items():
             if k == "algorithm":
                 continue
-            if k == "target" and v is None:
-                v = 0.0
-            if k == "attack" and v is None:
-                v = "none"
             control = self.controls[k]
             if k == "batch_size" and v not in [value for _, value in control.options]:
                 control.options = list(control.options) + [(str(v), v)]

@@ -56,3 +56,22 @@ def test_notebook_opens_in_colab(path):
     assert first_code.startswith("# On Google Colab only") and PIP_INSTALL in first_code
     assert 'if "google.colab" in sys.modules:' in first_code
     assert "output.enable_custom_widget_manager()" in first_code
+
+
+def _seconds(text: str) -> float | None:
+    m = re.search(r"Run time: about (a minute and a half|a minute|(\d+) seconds)", text)
+    if not m:
+        return None
+    return {"a minute and a half": 90.0, "a minute": 60.0}.get(m.group(1)) or float(m.group(2))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_run_time_in_the_notebook_agrees_with_the_guide(path):
+    """The "Run time: about ..." a notebook states is within a factor 2 of the guide's measured figure."""
+    guide = (path.parent / "README.md").read_text()
+    row = re.search(rf"^\| `{path.stem}` \|.*\| (\d+) s \|$", guide, re.M)
+    assert row, f"the guide's table has no run time for {path.stem}"
+    stated = _seconds(_cells(path)[1][0][0])
+    if stated is not None:
+        measured = float(row.group(1))
+        assert measured / 2 <= stated <= 2 * measured, (stated, measured)

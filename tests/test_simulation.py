@@ -326,3 +326,16 @@ def test_rounds_to_interpolates_on_the_monotone_curve():
     assert hist([(1, 0.98)]).rounds_to(0.97, interpolate=True) == 1.0
     # evaluated every 5 rounds: interpolate between the evaluated rounds
     assert hist([(5, 0.90), (10, 1.0)]).rounds_to(0.95, interpolate=True) == pytest.approx(7.5)
+
+
+def test_history_refuses_a_target_in_percent_and_a_folder_as_file(tmp_path):
+    from fedlab_widgets.history import RoundRecord
+
+    h = History([RoundRecord(1, 0.9, 0.5, 0.5, [0], 0, 0, 0.1)])
+    with pytest.raises(ValueError, match=r"target must be a test accuracy from 0 to 1 \(0.97, not 97\)"):
+        h.rounds_to(97)
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        h.save(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        h.save(tmp_path / "missing" / "h.json")
+    assert History.load(h.save(tmp_path / "h.json")).accuracy.tolist() == [0.9]

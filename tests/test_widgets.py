@@ -352,3 +352,32 @@ def test_static_snapshot_is_the_dashboards_final_state(dashboard):
     mid = dashboard.widget.model_id
     assert _instances[mid] is dashboard.widget
     assert snapshots([mid, "no-such-widget"]) == {mid: html}
+
+
+def test_out_of_range_values_are_refused_not_clamped(dashboard, train, test_set):
+    """Sliders clamp silently and dropdowns say only "not found": the API names the setting and
+    its range instead, and a bad value in update() changes nothing."""
+    before = dashboard.settings()
+    with pytest.raises(ValueError, match="rounds must be from 1 to 200 in the dashboard; got 1000000"):
+        dashboard.update(lr=0.2, rounds=10**6)
+    assert dashboard.settings() == before            # lr was not set either
+    with pytest.raises(ValueError, match="lr must be a number > 0; got -1"):
+        dashboard.update(lr=-1)
+    with pytest.raises(ValueError, match="client_fraction must be from 0.01 to 1"):
+        dashboard.update(client_fraction=1.5)
+    with pytest.raises(ValueError, match="local_epochs must be an integer; got '2'"):
+        dashboard.update(local_epochs="2")
+    with pytest.raises(ValueError, match="model must be one of 2nn, cnn"):
+        dashboard.update(model="resnet")
+    with pytest.raises(ValueError, match="num_clients must be from 1 to 1000 in the dashboard; got 0"):
+        FedAvgDashboard(train, test_set, num_clients=0)
+    with pytest.raises(ValueError, match="model must be one of"):
+        FedAvgDashboard(train, test_set, model="lenet")
+    with pytest.raises(ValueError, match="alpha must be a number > 0; got -1"):
+        FedAvgDashboard(train, test_set, scheme="dirichlet", alpha=-1)
+    with pytest.raises(ValueError, match="scheme must be one of iid, shards"):
+        PartitionExplorer(train, scheme="banana")
+    explorer = PartitionExplorer(train, scheme="dirichlet", num_clients=10)
+    with pytest.raises(ValueError, match="num_clients must be from 1 to"):
+        explorer.update(alpha=0.1, num_clients=-3)
+    assert explorer.controls["alpha"].value == 0.5
