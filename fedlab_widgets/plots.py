@@ -125,7 +125,9 @@ def plot_client_sizes(partition: Partition, *, ax=None, sort: bool = False,
     sizes = np.sort(sizes)[::-1][:m] if sort else sizes[:m]
     ax.bar(np.arange(m), sizes, width=0.9, color="tab:gray")
     ax.axhline(partition.sizes.double().mean().item(), color="k", ls="--", lw=1, label="mean")
-    ax.set_xlabel("client (largest first)" if sort else "client")
+    shown = f", first {m} of {partition.num_clients}" if m < partition.num_clients else ""
+    ax.set_xlabel(f"client (largest first{shown})" if sort else
+                  f"client{f' ({shown[2:]})' if shown else ''}")
     ax.set_ylabel("samples")
     ax.set_xlim(-0.5, m - 0.5)
     ax.legend(fontsize="small")

@@ -75,3 +75,11 @@ def test_run_time_in_the_notebook_agrees_with_the_guide(path):
     if stated is not None:
         measured = float(row.group(1))
         assert measured / 2 <= stated <= 2 * measured, (stated, measured)
+
+
+def test_readme_and_guide_launch_on_binder():
+    from fedlab_widgets.links import BINDER_BADGE
+
+    root = NOTEBOOKS[0].parent.parent
+    assert BINDER_BADGE in (root / "README.md").read_text()
+    assert BINDER_BADGE in (root / "notebooks" / "README.md").read_text()

@@ -69,3 +69,15 @@ def test_partition_heatmap_shows_label_shares_on_a_fixed_scale():
         assert abs(float(shares.mean()) - 0.1) < 1e-9 and float(shares.max()) < 0.25
     skewed = plot_partition(partition(labels, "shards", 20, seed=0)).axes[0].images[0].get_array()
     assert float(skewed.max()) > 0.45
+
+
+def test_partition_figure_says_how_many_clients_it_draws():
+    import torch
+
+    from fedlab_widgets import partition
+    from fedlab_widgets.plots import plot_partition
+
+    p = partition(torch.arange(6000) % 10, "dirichlet", 100, alpha=0.5, seed=0)
+    assert "client (first 50 of 100)" in [a.get_xlabel() for a in plot_partition(p).axes]
+    small = partition(torch.arange(6000) % 10, "dirichlet", 20, alpha=0.5, seed=0)
+    assert "client" in [a.get_xlabel() for a in plot_partition(small).axes]
