@@ -41,7 +41,7 @@ Usage::
     python bench/mcmahan.py --rows 2nn-iid-b10       # one row
     python bench/mcmahan.py --table 2 --seeds 1      # Table 2, seed 0 only
     python bench/mcmahan.py --out bench/results/mcmahan.json --plot bench/results/mcmahan
-    python bench/mcmahan.py --replot bench/results/mcmahan.json --plot bench/results/mcmahan
+    python bench/mcmahan.py --replot bench/results/mcmahan.json --plot bench/figures/mcmahan
 
 ``tests/test_mcmahan.py`` imports :func:`run_one`, ``ROWS`` and ``BEST_LR``.
 """
@@ -92,7 +92,7 @@ ROWS = (
     Row("2nn-iid-b10", 1, "2nn", "iid", 1, 10, 0.97, 87, 3, 0.1),
     Row("2nn-noniid-b10", 1, "2nn", "shards", 1, 10, 0.97, 664, 5, 0.1),
     Row("2nn-iid-fedsgd", 1, "2nn", "iid", 1, None, 0.97, 1474, 3, 1.0),
-    Row("2nn-noniid-fedsgd", 1, "2nn", "shards", 1, None, 0.97, 1796, 5, 1.0),
+    Row("2nn-noniid-fedsgd", 1, "2nn", "shards", 1, None, 0.97, 1796, 5, 0.464),
     Row("cnn-iid-e1-b10", 2, "cnn", "iid", 1, 10, 0.99, 34, 3, 0.1),
     Row("cnn-iid-e5-b10", 2, "cnn", "iid", 5, 10, 0.99, 20, 3, 0.1),
 )
@@ -190,8 +190,10 @@ def tune(row: Row, *, seed: int = 0, full_grid: bool = False, pixels: str = "raw
 
 
 def reproduce(rows, *, seeds: int | None = None, full_grid: bool = False, pixels: str = "raw",
-              num_threads="auto", log=print) -> dict:
-    """Tune every row on seed 0, then run the other seeds at the best rate."""
+              num_threads="auto", log=print, save=None) -> dict:
+    """Tune every row on seed 0, then run the other seeds at the best rate.
+
+    ``save(result)`` is called after every row, so a long run keeps what it finished."""
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
            f"{_cpu_name()}", "pixels": pixels, "rows": {}}
     for row in rows:
@@ -214,6 +216,8 @@ def reproduce(rows, *, seeds: int | None = None, full_grid: bool = False, pixels
             if per_seed else None,
             "seconds": time.perf_counter() - t0}
         log(f"  {row.key}: {out['rows'][row.key]['seconds'] / 60:.1f} min")
+        if save:
+            save(out)
     return out
 
 
@@ -318,11 +322,14 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="auto", help='torch threads: "auto" or a number')
     ap.add_argument("--out", help="write the results as JSON")
     ap.add_argument("--plot", help="write PREFIX-table1.png and PREFIX-table2.png")
-    ap.add_argument("--replot", help="skip training: report and plot this JSON file")
+    ap.add_argument("--replot", nargs="+", help="skip training: report and plot these JSON files")
     args = ap.parse_args(argv)
 
     if args.replot:
-        result = json.load(open(args.replot))
+        result = {"rows": {}}
+        for name in args.replot:  # several files: their rows together
+            part = json.load(open(name))
+            result = {**part, "rows": {**result["rows"], **part["rows"]}}
     else:
         rows = [ROW[k] for k in args.rows] if args.rows else list(ROWS)
         if args.table:
@@ -331,13 +338,18 @@ def main(argv=None) -> None:
         print(f"McMahan et al. 2017 reproduced: K={NUM_CLIENTS}, C={CLIENT_FRACTION}, "
               f"{args.pixels} pixels, lr grid 10^(k/3)", flush=True)
         t0 = time.perf_counter()
+
+        def save(result):
+            if args.out:
+                result["seconds"] = time.perf_counter() - t0
+                with open(args.out, "w") as f:
+                    json.dump(result, f, indent=1)
+
         result = reproduce(rows, seeds=args.seeds, full_grid=args.full_grid, pixels=args.pixels,
-                           num_threads=threads, log=lambda s: print(s, flush=True))
+                           num_threads=threads, log=lambda s: print(s, flush=True), save=save)
+        save(result)
         result["seconds"] = time.perf_counter() - t0
         print(f"\nall rows: {result['seconds'] / 60:.1f} min")
-        if args.out:
-            json.dump(result, open(args.out, "w"), indent=1,
-                      default=lambda x: None if x == math.inf else x)
     print()
     print(report(result))
     if args.plot:
