@@ -817,6 +817,7 @@ class FedAvgDashboard(_Displayable):
             return
         self.histories.clear()
         self.baselines.clear()
+        self._runs = 0  # the legend of an empty overlay starts again at #1
         self.message.value = ""
         self.progress.value = 0
         self.status.value = self._ready_text()

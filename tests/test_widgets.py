@@ -146,6 +146,7 @@ def test_clear_button_empties_the_overlay(dashboard):
     dashboard.clear_button.click()
     assert dashboard.histories == [] and dashboard.image.value != png
     assert not dashboard.make_figure().axes[0].get_lines()
+    assert dashboard.run(blocking=True).label.startswith("#1 ")   # numbering starts again
 
 
 def test_compare_iid_adds_a_dashed_baseline(dashboard):
