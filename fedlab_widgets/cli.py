@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -210,7 +211,10 @@ def _cmd_partition(args) -> int:
         from .plots import plot_partition
 
         fig = plot_partition(p)
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--plot {args.plot}: cannot make its folder ({e.strerror})") from None
         fig.savefig(args.plot, dpi=110, bbox_inches="tight")
         print(f"saved {args.plot}")
     return 0
@@ -254,7 +258,12 @@ def _cmd_run(args) -> int:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {args.out} is a file; give a folder (it is made if missing)")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--out {args.out}: cannot make that folder ({e.strerror})") from None
+        if not os.access(out, os.W_OK):
+            raise ValueError(f"--out {args.out}: that folder is not writable")
     train, test = _load(args)
     p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
     sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
