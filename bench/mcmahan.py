@@ -178,6 +178,8 @@ def tune(row: Row, *, seed: int = 0, full_grid: bool = False, pixels: str = "raw
         i0 = LR_GRID.index(row.start_lr)
         one(LR_GRID[i0])
         for step in (1, -1):            # up, then down, while the rounds keep falling
+            if step == -1 and best is not None and best["lr"] > LR_GRID[i0]:
+                break                   # the start is already a worse rate below the best
             i = i0 + step
             while 0 <= i < len(LR_GRID):
                 if not _better(one(LR_GRID[i]), None) or best["lr"] != LR_GRID[i]:
@@ -280,15 +282,18 @@ def plot(result: dict, prefix: str) -> list[str]:
         for i, (key, r) in enumerate(rows.items()):
             c = f"C{i}"
             pts = [(g["lr"], g["rounds"]) for g in r["grid"] if g["rounds"] is not None]
-            cut = [(g["lr"], g["ran"]) for g in r["grid"] if g["rounds"] is None]
+            cut = [(g["lr"], g["ran"]) for g in r["grid"] if g["rounds"] is None and not g["diverged"]]
+            bad = [(g["lr"], g["ran"]) for g in r["grid"] if g["rounds"] is None and g["diverged"]]
             if pts:
                 ax1.plot(*zip(*pts), "o-", color=c, label=key)
             if cut:
                 ax1.plot(*zip(*cut), "^", color=c, mfc="none")
+            if bad:
+                ax1.plot(*zip(*bad), "x", color=c)
             ax1.axhline(r["paper"], color=c, ls="--", lw=1)
         ax1.set(xscale="log", yscale="log", xlabel="client learning rate lr",
                 ylabel=f"rounds to target (seed 0)",
-                title=f"Table {table}: lr grid (dashed: paper; open ^: not reached by then)")
+                title=f"Table {table}: lr grid (dashed: paper; ^ not reached by then, x diverged)")
         ax1.legend(fontsize=8)
         keys = list(rows)
         x = range(len(keys))
