@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 EXECUTED = Path(__file__).resolve().parent / "build" / "executed"
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+from fedlab_widgets.static import WIDGET_VIEW_MIME as WIDGET_MIME  # noqa: E402
 _outputs: dict = {}   # notebook item -> {cell object id: outputs}
 _failed: set = set()
 

@@ -53,12 +53,12 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from functools import lru_cache
 
 from fedlab_widgets import Simulation, load_mnist, partition
+from round_speed import machine_info  # the same machine line as the speed table
 
 __all__ = ["Row", "ROWS", "LR_GRID", "BEST_LR", "run_one", "tune", "main"]
 
@@ -197,8 +197,8 @@ def reproduce(rows, *, seeds: int | None = None, full_grid: bool = False, pixels
     """Tune every row on seed 0, then run the other seeds at the best rate.
 
     ``save(result)`` is called after every row, so a long run keeps what it finished."""
-    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-           f"{_cpu_name()}", "pixels": pixels, "rows": {}}
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "pixels": pixels,
+           "rows": {}}
     for row in rows:
         t0 = time.perf_counter()
         runs, best, interior = tune(row, full_grid=full_grid, pixels=pixels,
@@ -222,16 +222,6 @@ def reproduce(rows, *, seeds: int | None = None, full_grid: bool = False, pixels
         if save:
             save(out)
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _fmt(x) -> str:

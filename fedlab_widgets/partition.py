@@ -47,7 +47,7 @@ import torch
 
 from .params import Param, check_params
 
-__all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS"]
+__all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "check_labels"]
 
 _MIN_SIZE = Param("min_size", 10, kind="int", lo=0, doc="smallest number of samples per client")
 #: Each scheme's parameters (name, default, range, scale), in order; the first one is the
@@ -196,6 +196,35 @@ class Partition:
         return f"Partition({self.label()}, seed={self.seed}, fingerprint={self.fingerprint()})"
 
 
+def check_labels(labels, name: str = "labels", *, num_samples: int | None = None) -> torch.Tensor:
+    """``labels`` as a 1-D integer tensor of class indices, or a ValueError naming ``name``.
+
+    One label per sample (``num_samples`` of them, if given), integers >= 0; one-hot,
+    float and bool labels are refused rather than reshaped or truncated.
+
+    Examples
+    --------
+    >>> check_labels(torch.tensor([0, 2, 1])).tolist()
+    [0, 2, 1]
+    >>> check_labels(torch.eye(3), "train.labels")
+    Traceback (most recent call last):
+    ...
+    ValueError: train.labels must be a 1-D tensor of integer class labels; got dtype torch.float32 and shape (3, 3) (one-hot labels: use labels.argmax(1))
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() \
+            or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be a 1-D tensor of integer class labels; got dtype "
+                         f"{labels.dtype} and shape {tuple(labels.shape)} (one-hot labels: "
+                         f"use labels.argmax(1))")
+    if num_samples is not None and len(labels) != num_samples:
+        raise ValueError(f"{name} must hold one label per sample: {len(labels)} labels for "
+                         f"{num_samples} samples")
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"{name} must be class indices >= 0; got {int(labels.min())}")
+    return labels
+
+
 def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int = 0,
               num_classes: int | None = None, **params) -> Partition:
     """Partition sample indices among ``num_clients`` clients.
@@ -240,13 +269,7 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     """
     if hasattr(labels, "labels"):
         labels = labels.labels
-    labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() \
-            or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be a 1-D tensor of integer class labels; got dtype "
-                         f"{labels.dtype} and shape {tuple(labels.shape)} (one-hot labels: "
-                         f"use labels.argmax(1))")
-    labels = labels.to(torch.int64)
+    labels = check_labels(labels).to(torch.int64)
     n = int(labels.shape[0])
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")

@@ -55,7 +55,7 @@ from .algorithms import Algorithm, ClientStore, RoundContext
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
 from .models import as_model, count_parameters
-from .partition import Partition
+from .partition import Partition, check_labels
 from .seeds import _generator
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
@@ -64,20 +64,6 @@ __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_s
 
 
 @torch.inference_mode()
-def _check_labels(name: str, labels, n: int) -> None:
-    """Labels must be one integer class per image: a 1-D integer tensor of length ``n``."""
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype.is_floating_point \
-            or labels.dtype == torch.bool or labels.is_complex():
-        got = (f"a {labels.dtype} tensor of shape {list(labels.shape)}"
-               if isinstance(labels, torch.Tensor) else type(labels).__name__)
-        raise ValueError(f"{name} must be a 1-D integer tensor of class indices (one per image, "
-                         f"not one-hot); got {got}")
-    if len(labels) != n:
-        raise ValueError(f"{name} must hold one label per image: {len(labels)} labels for {n} images")
-    if n and int(labels.min()) < 0:
-        raise ValueError(f"{name} must be class indices >= 0; got {int(labels.min())}")
-
-
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 256) -> tuple[float, float]:
     """Test accuracy and mean cross-entropy loss of ``model`` on ``dataset``.
 
@@ -243,7 +229,9 @@ class Simulation:
             if not (hasattr(data, "images") and hasattr(data, "labels")):
                 raise ValueError(f"{what} must be a dataset with .images and .labels (see "
                                  f"load_mnist); got {type(data).__name__}")
-            _check_labels(f"{what}.labels", data.labels, len(data.images))
+            if not isinstance(data.labels, torch.Tensor):
+                raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
+            check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
         if partition.labels.shape[0] != len(train.labels) or not torch.equal(
                 partition.labels, train.labels):
             raise ValueError("partition must be made from the training labels it is used with "

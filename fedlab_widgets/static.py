@@ -23,17 +23,15 @@ import html
 
 import ipywidgets as W
 
-__all__ = ["static_html", "snapshots"]
+__all__ = ["static_html", "snapshots", "WIDGET_VIEW_MIME"]
+
+#: The output type a displayed widget leaves in a notebook: a reference to a kernel object.
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def _controls(widgets) -> str:
-    parts = []
-    for w in widgets:
-        desc = getattr(w, "description", "") or ""
-        value = getattr(w, "value", None)
-        if isinstance(w, W.Button) or not desc or isinstance(value, (bytes, memoryview)):
-            continue
-        parts.append(f"{html.escape(desc)} = {html.escape(str(value))}")
+    parts = [f"{html.escape(w.description)} = {html.escape(str(w.value))}"
+             for w in widgets if getattr(w, "description", "")]
     return ("<div class=\"fedlab-static-controls\">" + " &middot; ".join(parts) + "</div>"
             if parts else "")
 
@@ -100,7 +98,7 @@ def static_html(widget) -> str:
     controls: list = []
     if not _hidden(widget):
         _render(widget, out, controls)
-    body = "\n".join(out + ([_controls(controls)] if _controls(controls) else []))
+    body = "\n".join(out + [_controls(controls)] if controls else out)
     return f'<div class="fedlab-static">{body}</div>'
 
 

@@ -222,10 +222,7 @@ def _partition_controls(*, scheme, num_clients, seed, max_num_clients, **scheme_
                                    style=_STYLE)
     c["seed"] = W.IntText(value=seed, description="seed", style=_STYLE,
                           layout=W.Layout(width="220px"))
-    given = {"num_clients": num_clients, "seed": seed, **scheme_values}
-    for name, value in given.items():
-        if name in c and value is not None:
-            _check_value(name, c[name], value)
+    _check_value("num_clients", c["num_clients"], num_clients)  # the scheme's: param_control
     return c
 
 
@@ -633,7 +630,7 @@ class FedAvgDashboard(_Displayable):
         for name, value in {"client_fraction": client_fraction, "local_epochs": local_epochs,
                             "batch_size": batch_size, "lr": lr, "rounds": rounds,
                             "dropout": dropout, "stragglers": stragglers,
-                            "target": 0.0 if target is None else target, **params}.items():
+                            "target": 0.0 if target is None else target}.items():
             _check_value(name, self.controls[name], value)
         self.controls["lr"].tooltip = "client learning rate (> 0)"
         self.controls["compare_iid"].tooltip = (

@@ -302,13 +302,13 @@ def test_labels_must_be_one_integer_class_per_image(train, test_set):
 
     parts = partition(train.labels, "iid", 10, seed=0)
     onehot = dataclasses.replace(train, labels=torch.nn.functional.one_hot(train.labels))
-    with pytest.raises(ValueError, match=r"train.labels must be a 1-D integer tensor.*shape \[60000, 10\]"):
+    with pytest.raises(ValueError, match=r"train.labels must be a 1-D tensor of integer class labels.*shape \(60000, 10\)"):
         Simulation("logreg", onehot, test_set, parts)
     floats = dataclasses.replace(test_set, labels=test_set.labels.float() + 0.5)
-    with pytest.raises(ValueError, match=r"test.labels must be a 1-D integer tensor.*float32"):
+    with pytest.raises(ValueError, match=r"test.labels must be a 1-D tensor of integer class labels.*float32"):
         Simulation("logreg", train, floats, parts)
     short = dataclasses.replace(test_set, labels=test_set.labels[:10])
-    with pytest.raises(ValueError, match="test.labels must hold one label per image: 10 labels for 10000"):
+    with pytest.raises(ValueError, match="test.labels must hold one label per sample: 10 labels for 10000"):
         Simulation("logreg", train, short, parts)
 
 

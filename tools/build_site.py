@@ -27,9 +27,9 @@ NOTEBOOKS = REPO / "notebooks"
 EXECUTED = REPO / "build" / "executed"
 SRC = REPO / "build" / "site-src"
 SITE = REPO / "build" / "site"
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 sys.path.insert(0, str(REPO))
 from fedlab_widgets.links import BINDER_BADGE, BRANCH, REPOSITORY  # noqa: E402
+from fedlab_widgets.static import WIDGET_VIEW_MIME as WIDGET_MIME  # noqa: E402
 
 LINK = re.compile(r"\]\((?!https?://|#|mailto:)([^)\s]+)\)")
 
