@@ -42,28 +42,35 @@ from __future__ import annotations
 import torch
 
 from .engines.base import ClientUpdates, LocalRule
-from .params import Param, check_params
-from .seeds import _generator
+from .params import Param
+from .registry import Registry
+from .seeds import generator
 
-__all__ = ["NAMES", "PARAMETERS", "get", "Attack", "stamp_trigger"]
+__all__ = ["ATTACKS", "NAMES", "PARAMETERS", "get", "Attack", "stamp_trigger"]
 
 _FRACTION = Param("fraction", 0.2, lo=0.0, hi=1.0, ui=(0.0, 0.5),
                   doc="share of all clients that are malicious")
-PARAMETERS: dict[str, tuple[Param, ...]] = {
-    "label_flip": (_FRACTION,),
-    "sign_flip": (_FRACTION, Param("scale", 5.0, lo=0.0, lo_open=True, hi=1000.0, log=True,
-                                   ui=(0.1, 100.0), doc="the liar sends -scale * its update")),
-    "gaussian": (_FRACTION, Param("scale", 10.0, lo=0.0, lo_open=True, hi=1000.0, log=True,
-                                  ui=(0.1, 100.0),
-                                  doc="noise standard deviation / honest updates' RMS")),
-    "backdoor": (_FRACTION,
-                 Param("target", 0, kind="int", lo=0, hi=9, doc="the class triggered images get"),
-                 Param("share", 0.5, lo=0.0, lo_open=True, hi=1.0, ui=(0.05, 1.0),
-                       doc="share of the attacker's images that carry the trigger"),
-                 Param("boost", 10.0, lo=1.0, hi=1000.0, log=True, ui=(1.0, 100.0),
-                       doc="the attacker scales its update by this (model replacement)")),
-}
-NAMES = tuple(PARAMETERS)
+#: the attacks (a :class:`~fedlab_widgets.registry.Registry`) and their parameters
+ATTACKS = Registry("attack")
+ATTACKS.add("label_flip", dict, (_FRACTION,),
+            doc="malicious clients train on flipped labels (9 - y, or a mapping)")
+ATTACKS.add("sign_flip", dict, (_FRACTION, Param(
+    "scale", 5.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
+    doc="the liar sends -scale * its update")), doc="malicious clients send -scale * their update")
+ATTACKS.add("gaussian", dict, (_FRACTION, Param(
+    "scale", 10.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
+    doc="noise standard deviation / honest updates' RMS")),
+    doc="malicious clients send Gaussian noise")
+ATTACKS.add("backdoor", dict, (
+    _FRACTION,
+    Param("target", 0, kind="int", lo=0, hi=9, doc="the class triggered images get"),
+    Param("share", 0.5, lo=0.0, lo_open=True, hi=1.0, ui=(0.05, 1.0),
+          doc="share of the attacker's images that carry the trigger"),
+    Param("boost", 10.0, lo=1.0, hi=1000.0, log=True, ui=(1.0, 100.0),
+          doc="the attacker scales its update by this (model replacement)")),
+    doc="malicious clients stamp a trigger, relabel it as target, boost their update")
+PARAMETERS: dict[str, tuple[Param, ...]] = ATTACKS.table()
+NAMES = ATTACKS.names()
 
 _HASH = 2654435761  # Knuth's multiplicative hash: which samples carry the trigger
 
@@ -95,17 +102,27 @@ class Attack:
         return f"Attack({self.name}, {ps})"
 
     def label(self) -> str:
-        """``"sign_flip 20%"``, as in run labels."""
-        return f"{self.name} {self.fraction:.0%}"
+        """``"sign_flip 20%"``, as in run labels (a custom label_flip mapping included)."""
+        m = "" if self.mapping is None else f" mapping={self.mapping.tolist()}"
+        return f"{self.name} {self.fraction:.0%}{m}"
 
     def config(self) -> dict:
-        return {"attack": self.name, "attack_params": dict(self.params)}
+        """What the history stores: everything that changes the attack's result."""
+        return {"attack": self.name, "attack_params": dict(self.params),
+                **({} if self.mapping is None else {"attack_mapping": self.mapping.tolist()})}
+
+    def check_data(self, train) -> None:
+        """A ValueError now, before training, if the attack does not fit ``train``."""
+        k = int(train.labels.max()) + 1
+        if self.mapping is not None and len(self.mapping) != k:
+            raise ValueError(f"mapping must have one entry per class: the data have {k} classes, "
+                             f"the mapping has {len(self.mapping)}")
 
     # -- who ---------------------------------------------------------------------------------
     def choose(self, num_clients: int, seed: int) -> frozenset:
         """The malicious clients: ``round(fraction * K)`` of them, from the seed."""
         n = round(self.fraction * num_clients)
-        g = _generator(seed, 3)
+        g = generator(seed, 3)
         return frozenset(torch.randperm(num_clients, generator=g)[:n].tolist())
 
     # -- data attacks: inside local training ---------------------------------------------------
@@ -156,7 +173,7 @@ class Attack:
         elif self.name == "gaussian":
             honest = updates.delta[~bad] if bool((~bad).any()) else updates.delta
             rms = float(honest.double().pow(2).mean().sqrt())
-            g = _generator(ctx.seed, 4, ctx.round)
+            g = generator(ctx.seed, 4, ctx.round)
             noise = torch.randn(int(bad.sum()), delta.shape[1], generator=g, dtype=delta.dtype)
             delta[bad] = noise * (self.params["scale"] * rms)
         return updates.replace(delta=delta)
@@ -193,9 +210,7 @@ def get(name: str, *, mapping=None, **params) -> Attack:
         ``fraction`` (all attacks), ``scale`` (sign_flip, gaussian), ``target``,
         ``share``, ``boost`` (backdoor).
     """
-    if name not in PARAMETERS:
-        raise ValueError(f"attack must be one of {', '.join(NAMES)}; got {name!r}")
-    p = check_params(f"attack {name!r}", PARAMETERS[name], params)
+    p = ATTACKS.build(name, **params)
     if mapping is not None:
         if name != "label_flip":
             raise ValueError(f"mapping applies to label_flip only, not {name}")
@@ -210,9 +225,4 @@ def get(name: str, *, mapping=None, **params) -> Attack:
 
 def resolve(attack) -> Attack | None:
     """None, an :class:`Attack`, or a name (its defaults)."""
-    if attack is None or isinstance(attack, Attack):
-        return attack
-    if isinstance(attack, str):
-        return get(attack)
-    raise ValueError(f"attack must be a name ({', '.join(NAMES)}) or attacks.get(...); "
-                     f"got {attack!r}")
+    return ATTACKS.resolve(attack, Attack, make=get, what="attacks.get(...)")

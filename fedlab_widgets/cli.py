@@ -21,7 +21,6 @@ Show how skewed McMahan's pathological shards are, and save the heatmap::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -44,14 +43,66 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _batch_size(text: str):
-    if text.lower() in ("full", "inf", "none"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid batch size {text!r}: an integer >= 1, or 'full' for full batch") from None
+#: the run settings' older, shorter flags (both spellings work)
+ALIASES = {"client_fraction": ("--fraction",), "target_accuracy": ("--target",),
+           "num_threads": ("--threads",)}
+#: words a none-able setting also takes for None on the command line
+NONE_WORDS = {"batch_size": ("full", "inf")}
+
+
+def _parser_for(prm):
+    """Text -> a value for ``prm`` (not yet checked: :class:`RunConfig` checks it, with the
+    table's message; text that is no number stays text, which the check then names)."""
+    def parse(text: str):
+        t = text.strip()
+        if prm.none and t.lower() in ("none", *NONE_WORDS.get(prm.name, ())):
+            return None
+        if t in prm.special or prm.kind == "choice":
+            return t
+        try:
+            return int(t) if prm.kind == "int" else float(t)
+        except ValueError:
+            return t
+    parse.__name__ = prm.name  # argparse names the type in its own errors
+    return parse
+
+
+def run_flags(prm) -> list[str]:
+    """The flags of run setting ``prm``: ``--name-with-dashes`` and its aliases."""
+    return [_flag(prm.name), *ALIASES.get(prm.name, ())]
+
+
+def _add_run_args(group, names) -> None:
+    """One flag per run setting in ``names``, generated from the run table."""
+    from .config import run_parameter
+
+    for name in names:
+        prm = run_parameter(name)
+        extra = dict(nargs=2, metavar=("LOW", "HIGH")) if prm.kind == "pair" else {}
+        if prm.kind == "choice":
+            extra["metavar"] = "{" + ",".join(prm.choices) + "}"
+        default = "none" if prm.default is None else (
+            " ".join(map(str, prm.default)) if prm.kind == "pair" else prm.default)
+        group.add_argument(*run_flags(prm), dest=name, type=_parser_for(prm),
+                           default=argparse.SUPPRESS,
+                           help=f"{prm.doc} ({prm.range_text()}; default {default})", **extra)
+
+
+def run_config(args):
+    """The :class:`~fedlab_widgets.config.RunConfig` of the flags given (a ValueError names
+    the flag and, in the table's words, the setting and its range)."""
+    from .config import RUN_PARAMETERS, RunConfig
+
+    given = {}
+    for prm in RUN_PARAMETERS:
+        if hasattr(args, prm.name):
+            v = getattr(args, prm.name)
+            given[prm.name] = tuple(v) if prm.kind == "pair" else v
+            try:
+                prm.check(given[prm.name])
+            except ValueError as e:
+                raise ValueError(f"{'/'.join(run_flags(prm))}: {e}") from None
+    return RunConfig(**given)
 
 
 def _flag(name: str) -> str:
@@ -74,7 +125,7 @@ def _add_table_args(group, tables: dict, what: str, prefix: str = "") -> None:
         defaults = ", ".join(f"{o} {next(q for q in tables[o] if q.name == name).default:g}"
                              for o in owners[name])
         group.add_argument(_flag(prefix + name), dest=prefix + name, default=None,
-                           type=int if prm.kind == "int" else float,
+                           type=_parser_for(prm),
                            help=f"{prm.doc} ({what} {', '.join(owners[name])}; "
                                 f"{prm.range_text()}; default: {defaults})")
 
@@ -85,11 +136,16 @@ def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: s
     names = {prm.name for params in tables.values() for prm in params}
     given = {k: getattr(args, prefix + k) for k in sorted(names)
              if getattr(args, prefix + k, None) is not None}
-    valid = {prm.name for prm in tables[chosen]} if chosen is not None else set()
-    extra = sorted(set(given) - valid)
+    valid = {prm.name: prm for prm in tables[chosen]} if chosen is not None else {}
+    extra = sorted(set(given) - set(valid))
     if extra:
         raise ValueError(f"{', '.join(_flag(prefix + k) for k in extra)} does not apply to "
                          f"{option} {chosen or 'none'}{hint}")
+    for k, v in given.items():   # the flag named, then the table's message
+        try:
+            given[k] = valid[k].check(v)
+        except ValueError as e:
+            raise ValueError(f"{_flag(prefix + k)}: {e}") from None
     return given
 
 
@@ -104,7 +160,7 @@ def _add_partition_args(p: argparse.ArgumentParser) -> None:
                    help="how the training data is split among clients (default: iid)")
     g.add_argument("--clients", type=int, default=100, help="number of clients K (default: 100)")
     _add_table_args(g, SCHEME_PARAMETERS, "--partition")
-    g.add_argument("--seed", type=int, default=0, help="seed for partition, sampling and weights")
+    _add_run_args(g, ["seed"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,20 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", choices=list(MODELS), default="2nn")
     _add_partition_args(run)
     g = run.add_argument_group("FedAvg")
-    g.add_argument("--fraction", type=float, default=0.1, help="client_fraction C (default 0.1)")
-    g.add_argument("--local-epochs", type=int, default=1, help="E (default 1)")
-    g.add_argument("--batch-size", type=_batch_size, default=10, help="B, or 'full' (default 10)")
-    g.add_argument("--lr", type=float, default=0.1, help="client learning rate (default 0.1)")
-    g.add_argument("--rounds", type=int, default=50, help="communication rounds (default 50)")
-    g.add_argument("--target", type=float, default=None, help="stop once test accuracy reaches this")
-    g.add_argument("--eval-every", type=int, default=1)
-    g.add_argument("--engine", default="auto", help="auto, sequential or vectorized")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch threads while training (default: physical cores minus one, "
-                        "1 to 4; 0 = torch's own default)")
-    g.add_argument("--eval-subset", type=int, default=None,
-                   help="between whole-test-set evaluations (--eval-every), estimate accuracy "
-                        "on this many fixed test images")
+    _add_run_args(g, ["client_fraction", "local_epochs", "batch_size", "lr", "rounds",
+                      "target_accuracy", "eval_every", "eval_subset", "engine", "num_threads"])
     g.add_argument("--out", default=None, help="write history.json and convergence.png here "
                    "(a folder; made if missing)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -154,25 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .secagg import SECAGG_PARAMETERS
     _add_table_args(a, {"--secure-aggregation": SECAGG_PARAMETERS}, "with")
     d = run.add_argument_group("real devices")
-    d.add_argument("--dropout", type=float, default=0.0,
-                   help="chance that a sampled client never reports, in [0, 1) (default 0)")
-    d.add_argument("--stragglers", type=float, default=0.0,
-                   help="chance that a reporting client does only part of its local steps, "
-                        "in [0, 1] (default 0)")
-    d.add_argument("--straggler-work", type=float, nargs=2, default=(0.1, 1.0),
-                   metavar=("LOW", "HIGH"),
-                   help="share of its local steps a straggler completes (default 0.1 1.0)")
-    d.add_argument("--straggler-mode", choices=["auto", "drop", "partial"], default="auto",
-                   help="drop stragglers (FedAvg) or use their partial work (FedProx, FedNova); "
-                        "auto: drop for fedavg, partial otherwise")
+    _add_run_args(d, ["dropout", "stragglers", "straggler_work", "straggler_mode"])
     from .compression import COMPRESSION_PARAMETERS
     d.add_argument("--compression", choices=list(COMPRESSION_PARAMETERS), default=None,
                    help="compress the clients' updates (topk with error feedback, randk, "
                         "quantize = QSGD); bytes up count what is sent")
     _add_table_args(d, COMPRESSION_PARAMETERS, "--compression", prefix="compression_")
-    d.add_argument("--local-test-fraction", type=float, default=0.0,
-                   help="hold out this share of each client's data and report the global "
-                        "model's per-client accuracy (default 0: off)")
+    _add_run_args(d, ["local_test_fraction"])
     t = run.add_argument_group("attack")
     t.add_argument("--attack", choices=attacks.NAMES, default=None,
                    help="make a fraction of the clients malicious (default: none)")
@@ -202,8 +234,9 @@ def _cmd_partition(args) -> int:
     from .partition import partition
 
     params = _scheme_params(args)
+    seed = run_config(args).seed
     train, _ = _load(args)
-    p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
+    p = partition(train.labels, args.scheme, args.clients, seed=seed, **params)
     print(p.describe(max_rows=args.rows))
     if args.plot:
         import matplotlib
@@ -223,10 +256,12 @@ def _cmd_partition(args) -> int:
 def _cmd_run(args) -> int:
     from . import algorithms
     from .partition import partition
-    from .simulation import Simulation, _check_int
+    from .simulation import Simulation
 
     # everything that can be checked is checked before the data are loaded and trained on
     from . import attacks
+
+    cfg = run_config(args)
 
     params = _scheme_params(args)
     agg = {} if args.aggregator is None else {"aggregator": args.aggregator}
@@ -251,9 +286,6 @@ def _cmd_run(args) -> int:
     comp_params = _table_params(args, compression.COMPRESSION_PARAMETERS, args.compression,
                                 "--compression", prefix="compression_")
     comp = None if args.compression is None else compression.get(args.compression, **comp_params)
-    _check_int("rounds", args.rounds, 1)
-    if args.target is not None and not (0 < args.target <= 1 and math.isfinite(args.target)):
-        raise ValueError(f"--target must be a number in (0, 1]; got {args.target}")
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
@@ -265,20 +297,13 @@ def _cmd_run(args) -> int:
         if not os.access(out, os.W_OK):
             raise ValueError(f"--out {args.out}: that folder is not writable")
     train, test = _load(args)
-    p = partition(train.labels, args.scheme, args.clients, seed=args.seed, **params)
-    sim = Simulation(args.model, train, test, p, client_fraction=args.fraction,
-                     local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-                     algorithm=alg, attack=attack, seed=args.seed, eval_every=args.eval_every,
-                     engine=args.engine, eval_subset=args.eval_subset,
-                     num_threads="auto" if args.threads is None else (args.threads or None),
-                     dropout=args.dropout, stragglers=args.stragglers,
-                     straggler_work=tuple(args.straggler_work),
-                     straggler_mode=args.straggler_mode, compression=comp,
-                     local_test_fraction=args.local_test_fraction)
+    p = partition(train.labels, args.scheme, args.clients, seed=cfg.seed, **params)
+    sim = Simulation(args.model, train, test, p, config=cfg, algorithm=alg, attack=attack,
+                     compression=comp)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
           f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
     t0 = time.perf_counter()
-    h = sim.run(args.rounds, target_accuracy=args.target, progress=not args.no_progress)
+    h = sim.run(progress=not args.no_progress)
     secs = time.perf_counter() - t0
     print(f"final accuracy {h.final_accuracy:.4f} after {len(h)} rounds "
           f"(best {h.best_accuracy:.4f}), {secs:.1f} s, "
@@ -289,7 +314,7 @@ def _cmd_run(args) -> int:
         print(f"privacy spent: epsilon {h.epsilon[-1]:.3g} at delta {alg.dp.delta:g} "
               f"(RDP accountant, {sim.clients_per_round} of {sim.num_clients} clients sampled "
               "without replacement each round)")
-    if args.dropout or args.stragglers:
+    if cfg.dropout or cfg.stragglers:
         print(f"clients: {int(h.reported.sum())} updates aggregated of "
               f"{sum(len(r.clients) for r in h.records)} sampled "
               f"({sum(len(r.dropped) for r in h.records)} dropped out, "
@@ -299,16 +324,17 @@ def _cmd_run(args) -> int:
         print(f"uploaded {h.bytes_up.sum() / 1e6:.2f} MB with {comp.label()} "
               f"({comp.bytes_up(sim.num_parameters):,} bytes per client instead of "
               f"{sim.num_parameters * 4:,})")
-    if args.local_test_fraction and len(h):
+    if cfg.local_test_fraction and len(h):
         sp = h.client_spread()
         ok = np.isfinite(sp["mean"])
         if ok.any():
             i = int(np.flatnonzero(ok)[-1])
             print(f"per-client accuracy: mean {sp['mean'][i]:.4f}, 10th percentile "
                   f"{sp['p10'][i]:.4f}, 90th {sp['p90'][i]:.4f}, worst {sp['worst'][i]:.4f}")
-    if args.target is not None:
-        r = h.rounds_to(args.target)
-        print(f"rounds to {args.target:g}: {r if r is not None else f'not reached in {len(h)}'}")
+    if cfg.target_accuracy is not None:
+        r = h.rounds_to(cfg.target_accuracy)
+        print(f"rounds to {cfg.target_accuracy:g}: "
+              f"{r if r is not None else f'not reached in {len(h)}'}")
     if h.stop_reason:
         print(f"stopped: {h.stop_reason}")
     if args.out:
@@ -321,7 +347,7 @@ def _cmd_run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         h.save(out / "history.json")
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        plot_convergence(h, ax=a1, target=args.target)
+        plot_convergence(h, ax=a1, target=cfg.target_accuracy)
         plot_convergence(h, ax=a2, metric="loss", legend=False)
         fig.tight_layout()
         fig.savefig(out / "convergence.png", dpi=110)

@@ -45,24 +45,30 @@ import math
 import torch
 
 from .engines.base import ClientUpdates
-from .params import Param, check_params
-from .seeds import _generator
+from .params import Param
+from .registry import Registry
+from .seeds import generator
 
-__all__ = ["NAMES", "COMPRESSION_PARAMETERS", "Compressor", "get", "resolve",
+__all__ = ["COMPRESSORS", "NAMES", "COMPRESSION_PARAMETERS", "Compressor", "get", "resolve",
            "top_k", "random_k", "qsgd"]
 
 _FRACTION = Param("fraction", 0.01, lo=0.0, lo_open=True, hi=1.0, log=True, ui=(1e-3, 1.0),
                   doc="share of the coordinates each client sends")
-COMPRESSION_PARAMETERS: dict[str, tuple[Param, ...]] = {
-    "topk": (_FRACTION,),
-    "randk": (_FRACTION,),
-    "quantize": (Param("bits", 8, kind="int", lo=2, hi=16, ui=(2, 16),
-                       doc="bits per coordinate, sign included (QSGD: 2**(bits-1) - 1 levels)"),
-                 Param("bucket_size", 512, kind="int", lo=1, ui=(64, 4096),
-                       doc="coordinates sharing one float32 norm")),
-}
-NAMES = tuple(COMPRESSION_PARAMETERS)
-_ERROR_FEEDBACK_DEFAULT = {"topk": True, "randk": False, "quantize": False}
+#: the compressors (a :class:`~fedlab_widgets.registry.Registry`), each with its parameters
+#: and whether error feedback is on by default (without it top-k stalls)
+COMPRESSORS = Registry("compression")
+COMPRESSORS.add("topk", dict, (_FRACTION,), doc="the k largest coordinates, with error feedback",
+                error_feedback=True)
+COMPRESSORS.add("randk", dict, (_FRACTION,), doc="k random coordinates, scaled (unbiased)",
+                error_feedback=False)
+COMPRESSORS.add("quantize", dict, (
+    Param("bits", 8, kind="int", lo=2, hi=16, ui=(2, 16),
+          doc="bits per coordinate, sign included (QSGD: 2**(bits-1) - 1 levels)"),
+    Param("bucket_size", 512, kind="int", lo=1, ui=(64, 4096),
+          doc="coordinates sharing one float32 norm")), doc="QSGD: stochastic quantisation",
+    error_feedback=False)
+COMPRESSION_PARAMETERS: dict[str, tuple[Param, ...]] = COMPRESSORS.table()
+NAMES = COMPRESSORS.names()
 _VALUE_BYTES = 4   # float32
 _INDEX_BYTES = 4   # int32
 
@@ -120,12 +126,10 @@ class Compressor:
     """
 
     def __init__(self, name: str, *, error_feedback: bool | None = None, **params):
-        if name not in COMPRESSION_PARAMETERS:
-            raise ValueError(f"compression must be one of {', '.join(NAMES)}; got {name!r}")
+        self.params = COMPRESSORS.build(name, **params)
         self.name = name
-        self.params = check_params(f"compression {name!r}", COMPRESSION_PARAMETERS[name], params)
         if error_feedback is None:
-            error_feedback = _ERROR_FEEDBACK_DEFAULT[name]
+            error_feedback = COMPRESSORS.trait(name, "error_feedback")
         if not isinstance(error_feedback, bool):
             raise ValueError(f"error_feedback must be True or False; got {error_feedback!r}")
         self.error_feedback = error_feedback
@@ -146,7 +150,7 @@ class Compressor:
         if self.error_feedback:
             residual = ctx.store.gather("compression_residual", updates.clients, d, dtype=v.dtype)
             v = v + residual
-        gens = [_generator(ctx.seed, 6, ctx.round, k) for k in updates.clients]
+        gens = [generator(ctx.seed, 6, ctx.round, k) for k in updates.clients]
         if self.name == "topk":
             sent = top_k(v, _k(self.params["fraction"], d))
         elif self.name == "randk":
@@ -164,7 +168,7 @@ class Compressor:
               if not (k == "bucket_size" and v == 512)]
         if self.error_feedback:
             ps.append("error_feedback")
-        elif _ERROR_FEEDBACK_DEFAULT[self.name]:
+        elif COMPRESSORS.trait(self.name, "error_feedback"):
             ps.append("no error_feedback")
         return f"{self.name}({', '.join(ps)})"
 
@@ -199,9 +203,4 @@ def get(name: str, *, error_feedback: bool | None = None, **params) -> Compresso
 
 def resolve(compression) -> Compressor | None:
     """None, a :class:`Compressor`, or a name (its defaults)."""
-    if compression is None or isinstance(compression, Compressor):
-        return compression
-    if isinstance(compression, str):
-        return get(compression)
-    raise ValueError(f"compression must be None, a name ({', '.join(NAMES)}) or "
-                     f"compression.get(...); got {compression!r}")
+    return COMPRESSORS.resolve(compression, Compressor, make=get, what="compression.get(...)")

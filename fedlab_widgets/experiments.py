@@ -32,9 +32,13 @@ from torch import nn
 
 from .models import as_model
 from .partition import Partition
-from .simulation import (History, RoundRecord, Simulation, _check_int, _check_number, _threads,
-                         resolve_num_threads,
-                         evaluate, sgd_steps)
+from .config import run_parameter
+from .params import Param
+from .simulation import History, RoundRecord, Simulation, evaluate, sgd_steps
+from .threads import resolve_num_threads, torch_threads
+
+_EPOCHS = Param("epochs", 1, kind="int", lo=1, doc="passes over the data")
+_NUM_CLIENTS = Param("num_clients", 100, kind="int", lo=1, doc="number of clients K")
 
 __all__ = ["train_centralised", "local_train", "sweep", "privacy_utility", "client_accuracy",
            "per_class_accuracy", "format_table"]
@@ -102,10 +106,9 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
     >>> h.final_accuracy > 0.9
     True
     """
-    epochs = _check_int("epochs", epochs, 1)
-    if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
-    lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
+    epochs = _EPOCHS.check(epochs)
+    batch_size = run_parameter("batch_size").check(batch_size)
+    lr = run_parameter("lr").check(lr)
     net, name = as_model(model, seed=seed)
     b = "inf" if batch_size is None else batch_size
     history = History(
@@ -123,7 +126,7 @@ def train_centralised(model, train, test, *, epochs: int = 1, batch_size: int | 
         t0[0] = time.perf_counter()
 
     num_threads = resolve_num_threads(num_threads)
-    with _threads(num_threads):
+    with torch_threads(num_threads):
         _sgd_epochs(net, train, torch.arange(len(train)), epochs=epochs, batch_size=batch_size,
                     lr=lr, generator=g, after_epoch=record)
     net.eval()
@@ -155,9 +158,8 @@ def local_train(model: nn.Module, dataset, indices, *, epochs: int = 1,
     torch.nn.Module
         The client's model after local training (in eval mode).
     """
-    epochs = _check_int("epochs", epochs, 1)
-    if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
+    epochs = _EPOCHS.check(epochs)
+    batch_size = run_parameter("batch_size").check(batch_size)
     indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     if len(indices) == 0:
         raise ValueError("indices must not be empty")
@@ -215,7 +217,7 @@ def sweep(train, test, *, model="2nn", partition: Partition, grid: Mapping[str, 
     clash = set(grid) & set(fixed)
     if clash:
         raise ValueError(f"{', '.join(sorted(clash))} given both in grid and as fixed options")
-    rounds = _check_int("rounds", rounds, 1)
+    rounds = run_parameter("rounds").check(rounds)
     keys = list(grid)
     values = [list(v) if isinstance(v, Iterable) and not isinstance(v, str) else [v]
               for v in grid.values()]
@@ -277,10 +279,10 @@ def privacy_utility(train, test, *, noise_multipliers: Sequence[float] = (0.5, 1
     from . import algorithms
     from .partition import partition as make_partition
 
-    rounds = _check_int("rounds", rounds, 1)
+    rounds = run_parameter("rounds").check(rounds)
     rows = []
     for k in num_clients:
-        parts = make_partition(train.labels, scheme, _check_int("num_clients", k, 1), seed=seed)
+        parts = make_partition(train.labels, scheme, _NUM_CLIENTS.check(k), seed=seed)
         for z in [None, *noise_multipliers]:
             alg = "fedavg" if z is None else algorithms.get(
                 "dp-fedavg", clip_norm=clip_norm, noise_multiplier=z, delta=delta)

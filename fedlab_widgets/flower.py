@@ -52,7 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import run_parameter
 from .history import History, RoundRecord
+from .threads import torch_threads
 
 __all__ = ["FLOWER_AVAILABLE", "FLOWER_VERSION", "FLOWER_TESTED", "FLOWER_STRATEGIES",
            "export_app", "run_flower", "LocalDeployment", "client_train", "server_main"]
@@ -229,9 +231,9 @@ def export_app(sim, folder, *, rounds: int, overwrite: bool = False, results_pat
         For what the bridge does not carry (client state, attacks, simulated
         failures); the message says which.
     """
-    from .simulation import _check_int
+
     _check_exportable(sim)
-    rounds = _check_int("rounds", rounds, 1)
+    rounds = run_parameter("rounds").check(rounds)
     folder = Path(folder)
     if folder.exists():
         if not overwrite:
@@ -290,7 +292,7 @@ def client_train(msg, context):
     """A ClientApp's train step: the kit's local training on this SuperNode's partition."""
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from .engines import LocalRule
-    from .simulation import _threads
+
     t0 = time.time()
     sim = _simulation(context.run_config)
     t1 = time.time()
@@ -300,7 +302,7 @@ def client_train(msg, context):
     mu = float(config.get("proximal-mu", sim.algorithm.mu))  # FedProx sends its mu
     model = sim.global_model
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    with _threads(1), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         x = sim.layout.flatten(model.parameters())
         schedule = sim.make_schedule(r, [k])
         u = sim.engine.train_clients(x, schedule, lr=sim.lr, rule=LocalRule(mu=mu))
@@ -427,7 +429,7 @@ def _strategy(sim, log: list):
 def server_main(grid, context) -> None:
     """A ServerApp's main: the strategy for the kit's algorithm, evaluated after every round."""
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
-    from .simulation import _threads, evaluate
+    from .simulation import evaluate
     cfg = context.run_config
     sim = _simulation(cfg)
     sim.global_model.load_state_dict(sim._initial_state)
@@ -441,7 +443,7 @@ def server_main(grid, context) -> None:
         t = time.perf_counter()
         model = sim.global_model
         model.load_state_dict(arrays.to_torch_state_dict())
-        with _threads(sim.num_threads):
+        with torch_threads(sim.num_threads):
             acc, loss = evaluate(model, sim.test)
         if server_round > 0:
             info = next((e for e in log if e["round"] == server_round), {})
@@ -655,12 +657,12 @@ def run_flower(sim, rounds: int, *, mode: str = "deployment", num_supernodes: in
         server), the clients that took part, their mean training loss, bytes and
         wall-clock seconds per round; ``config["runtime"]`` says it came from Flower.
     """
-    from .simulation import _check_int
+
     _require_flower()
     if mode != "deployment":
         raise ValueError(f"mode must be 'deployment' (Flower's simulation runtime needs Ray, which "
                          f"often fails to start on a busy 2-core machine); got {mode!r}")
-    rounds = _check_int("rounds", rounds, 1)
+    rounds = run_parameter("rounds").check(rounds)
     _check_exportable(sim)
     n = sim.num_clients if num_supernodes is None else num_supernodes
     if n != sim.num_clients or not 1 <= n <= MAX_SUPERNODES:

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .seeds import _generator
-from .simulation import _threads
+from .seeds import generator
+from .threads import torch_threads
 
 __all__ = ["pixels", "client_gradient", "fedavg_update", "infer_label", "invert_gradients", "clip",
            "add_noise", "top_k", "reconstruction_mse"]
@@ -168,7 +168,7 @@ def invert_gradients(model: nn.Module, gradients: Sequence[torch.Tensor], *, num
         if given.shape != (num_images,):
             raise ValueError(f"label must be one label or {num_images} labels; got {label!r}")
     best = None
-    with _threads(num_threads):
+    with torch_threads(num_threads):
         for r in range(restarts):
             out = _one_start(model, params, target, num_images, given, method, iterations,
                              seed + r, callback, image_shape, distance, tol)
@@ -182,7 +182,7 @@ def invert_gradients(model: nn.Module, gradients: Sequence[torch.Tensor], *, num
 def _one_start(model, params, target, num_images, given, method, iterations, seed, callback,
                image_shape, distance, tol):
     """One L-BFGS run from a random start: (matching loss, images, labels)."""
-    g = _generator(seed, 20)
+    g = generator(seed, 20)
     dtype = target[0].dtype
     dummy = torch.randn((num_images, *image_shape), generator=g, dtype=dtype).requires_grad_(True)
     variables = [dummy]
@@ -249,7 +249,7 @@ def clip(gradients: Sequence[torch.Tensor], max_norm: float) -> Grads:
 
 def add_noise(gradients: Sequence[torch.Tensor], std: float, *, seed: int = 0) -> Grads:
     """Add Gaussian noise of standard deviation ``std`` to every coordinate."""
-    g = _generator(seed, 21)
+    g = generator(seed, 21)
     return [t + std * torch.randn(t.shape, generator=g, dtype=t.dtype) for t in gradients]
 
 

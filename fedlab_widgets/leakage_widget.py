@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from . import leakage as L
 from .models import get_model
-from .widgets import _Displayable, _error_html, _png
+from .frontends.controls import Displayable, error_html, png_bytes
 
 __all__ = ["LeakageDemo", "SHARES"]
 
@@ -31,7 +31,7 @@ SHARES = {
 }
 
 
-class LeakageDemo(_Displayable):
+class LeakageDemo(Displayable):
     """Reconstruct a test digit from the gradient (or update) a client would send.
 
     Parameters
@@ -108,13 +108,13 @@ class LeakageDemo(_Displayable):
         axes[1].tick_params(labelsize=7)
         axes[1].set_xticks([])
         fig.tight_layout()
-        self.image.value = _png(fig)
+        self.image.value = png_bytes(fig)
         self.draws += 1
 
     def run(self, *, blocking: bool = False):
         """Attack the chosen digit; with ``blocking=True`` return the reconstruction."""
         if self._thread is not None and self._thread.is_alive():
-            self.message.value = _error_html("an attack is already running", "warning")
+            self.message.value = error_html("an attack is already running", "warning")
             return None
         if blocking:
             return self._attack()
@@ -148,7 +148,7 @@ class LeakageDemo(_Displayable):
                                                 iterations=self.controls["iterations"].value,
                                                 callback=show)
         except Exception as e:   # noqa: BLE001 - show it, keep the widget alive
-            self.message.value = _error_html(f"{type(e).__name__}: {e}")
+            self.message.value = error_html(f"{type(e).__name__}: {e}")
             if raise_errors:
                 raise
             return None

@@ -23,6 +23,8 @@ import copy
 import torch
 from torch import nn
 
+from .registry import Registry
+
 __all__ = ["TwoNN", "CNN", "SmallCNN", "LogReg", "LeNet", "get_model", "as_model", "MODELS", "count_parameters"]
 
 
@@ -102,7 +104,15 @@ class LeNet(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
-MODELS = {"2nn": TwoNN, "cnn": CNN, "small_cnn": SmallCNN, "logreg": LogReg, "lenet": LeNet}
+#: the models by name (a :class:`~fedlab_widgets.registry.Registry`: ``MODELS["2nn"]`` is the class)
+MODELS = Registry("model")
+MODELS.add("2nn", TwoNN, doc="McMahan et al.'s 2NN: 784-200-200-10, ReLU (199,210 parameters)")
+MODELS.add("cnn", CNN, doc="McMahan et al.'s CNN: two 5x5 conv layers, 512 units (1,663,370)")
+MODELS.add("small_cnn", SmallCNN, doc="a smaller CNN for live demos")
+MODELS.add("logreg", LogReg, doc="multinomial logistic regression (7,850 parameters)")
+MODELS.add("lenet", LeNet, doc="the gradient-leakage papers' sigmoid LeNet (13,426)")
+#: the models a federation trains (lenet is the gradient-inversion lessons' model)
+TRAINABLE_MODELS = ("2nn", "cnn", "small_cnn", "logreg")
 
 
 def get_model(name: str, *, seed: int | None = None) -> nn.Module:
@@ -122,7 +132,7 @@ def get_model(name: str, *, seed: int | None = None) -> nn.Module:
     """
     key = str(name).lower().replace("-", "_")
     if key not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+        MODELS.check(name)
     if seed is None:
         return MODELS[key]()
     with torch.random.fork_rng(devices=[]):

@@ -45,34 +45,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .params import Param, check_params
+from .params import Param
+from .registry import Registry
 
-__all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "check_labels"]
+__all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "PARTITION_SCHEMES",
+           "check_labels"]
 
 _MIN_SIZE = Param("min_size", 10, kind="int", lo=0, doc="smallest number of samples per client")
-#: Each scheme's parameters (name, default, range, scale), in order; the first one is the
-#: scheme's own parameter (the one the explorer and dashboard show a slider for). Ranges
-#: that depend on the data (``shards_per_client`` at most samples / clients, ...) are
-#: checked when partitioning.
-SCHEME_PARAMETERS: dict[str, tuple[Param, ...]] = {
-    "iid": (),
-    "shards": (Param("shards_per_client", 2, kind="int", lo=1, ui=(1, 10),
-                     doc="shards of label-sorted data per client (McMahan et al.: 2)"),),
-    "dirichlet": (Param("alpha", 0.5, lo=0.0, lo_open=True, log=True, ui=(0.01, 100.0),
-                        doc="Dirichlet concentration: small = skewed labels, large = IID"),
-                  _MIN_SIZE),
-    "label_count": (Param("classes_per_client", 2, kind="int", lo=1, ui=(1, 10),
-                          doc="labels each client holds"),),
-    "quantity": (Param("sigma", 1.0, lo=0.0, hi=10.0, ui=(0.0, 3.0),
-                       doc="log-normal spread of client sizes (0 = equal sizes)"),
-                 Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
-    "powerlaw": (Param("exponent", 1.5, lo=0.1, hi=10.0, log=True, ui=(0.5, 5.0),
-                       doc="Pareto shape of client sizes: small = a few huge clients"),
-                 Param("classes_per_client", 2, kind="int", lo=1,
-                       doc="labels each client holds (FedProx's MNIST: 2)"),
-                 Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
-}
-SCHEMES = tuple(SCHEME_PARAMETERS)
+#: The partition schemes (a :class:`~fedlab_widgets.registry.Registry`): each scheme's
+#: function ``(labels, num_clients, rng, num_classes=..., **params) -> index lists`` and its
+#: parameters (name, default, range, scale), in order; the first one is the scheme's own
+#: parameter (the one the explorer and dashboard show a slider for). Ranges that depend on
+#: the data (``shards_per_client`` at most samples / clients, ...) are checked when
+#: partitioning. The functions are registered below, where they are defined.
+PARTITION_SCHEMES = Registry("scheme")
 _MAX_DIRICHLET_DRAWS = 200
 _MAX_DIRICHLET_SECONDS = 2.0  # a dashboard waits for this: give up early when it is hopeless
 
@@ -271,9 +257,7 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
         labels = labels.labels
     labels = check_labels(labels).to(torch.int64)
     n = int(labels.shape[0])
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
-    full = check_params(f"scheme {scheme!r}", SCHEME_PARAMETERS[scheme], params)
+    full = PARTITION_SCHEMES.check_params(PARTITION_SCHEMES.check(scheme), params)
     if n == 0:
         raise ValueError("labels must not be empty")
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
@@ -290,7 +274,7 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     seed = int(seed)
     rng = np.random.default_rng(seed)
     y = labels.numpy()
-    parts = _SCHEME_FUNCS[scheme](y, num_clients, rng, num_classes=num_classes, **full)
+    parts = PARTITION_SCHEMES[scheme](y, num_clients, rng, num_classes=num_classes, **full)
     idx = [torch.from_numpy(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
     return Partition(client_indices=idx, labels=labels, num_classes=num_classes,
                      scheme=scheme, params=full, seed=seed)
@@ -431,11 +415,30 @@ def _powerlaw(y, k, rng, *, exponent, classes_per_client, min_size, num_classes,
     return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
 
 
-_SCHEME_FUNCS = {
-    "powerlaw": _powerlaw,
-    "iid": _iid,
-    "shards": _shards,
-    "dirichlet": _dirichlet,
-    "label_count": _label_count,
-    "quantity": _quantity,
-}
+PARTITION_SCHEMES.add("iid", _iid, doc="uniformly random, equal sizes")
+PARTITION_SCHEMES.add("shards", _shards, (
+    Param("shards_per_client", 2, kind="int", lo=1, ui=(1, 10),
+          doc="shards of label-sorted data per client (McMahan et al.: 2)"),),
+    doc="McMahan et al.'s pathological non-IID: label-sorted shards dealt out")
+PARTITION_SCHEMES.add("dirichlet", _dirichlet, (
+    Param("alpha", 0.5, lo=0.0, lo_open=True, log=True, ui=(0.01, 100.0),
+          doc="Dirichlet concentration: small = skewed labels, large = IID"), _MIN_SIZE),
+    doc="label skew: each class split among clients by Dirichlet(alpha) proportions")
+PARTITION_SCHEMES.add("label_count", _label_count, (
+    Param("classes_per_client", 2, kind="int", lo=1, ui=(1, 10), doc="labels each client holds"),),
+    doc="every client holds exactly classes_per_client labels")
+PARTITION_SCHEMES.add("quantity", _quantity, (
+    Param("sigma", 1.0, lo=0.0, hi=10.0, ui=(0.0, 3.0),
+          doc="log-normal spread of client sizes (0 = equal sizes)"),
+    Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
+    doc="quantity skew: IID labels, log-normal client sizes")
+PARTITION_SCHEMES.add("powerlaw", _powerlaw, (
+    Param("exponent", 1.5, lo=0.1, hi=10.0, log=True, ui=(0.5, 5.0),
+          doc="Pareto shape of client sizes: small = a few huge clients"),
+    Param("classes_per_client", 2, kind="int", lo=1,
+          doc="labels each client holds (FedProx's MNIST: 2)"),
+    Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
+    doc="label and quantity skew, as in the FedProx paper's MNIST set-up")
+#: the scheme names, and each scheme's parameter table (views of the registry)
+SCHEMES = PARTITION_SCHEMES.names()
+SCHEME_PARAMETERS = PARTITION_SCHEMES.table()

@@ -37,7 +37,9 @@ from torch import nn
 from .engines import FlatLayout, Schedule
 from .history import _spread
 from .partition import Partition
-from .seeds import _generator
+from .config import run_parameter
+from .seeds import generator
+from .threads import torch_threads
 
 __all__ = ["split_local_test", "client_accuracy", "spread", "finetune"]
 
@@ -57,7 +59,7 @@ def split_local_test(partition: Partition, fraction: float, *, seed: int = 0
     for k, ix in enumerate(partition.client_indices):
         n = len(ix)
         t = 0 if n < 2 else min(n - 1, max(1, round(float(fraction) * n)))
-        perm = ix[torch.randperm(n, generator=_generator(seed, 7, k))]
+        perm = ix[torch.randperm(n, generator=generator(seed, 7, k))]
         test_ix.append(perm[:t].sort().values)
         train_ix.append(perm[t:].sort().values)
     train = Partition(client_indices=train_ix, labels=partition.labels,
@@ -133,13 +135,12 @@ def finetune(sim, *, local_epochs: int = 1, lr: float | None = None,
     if sim.local_test is None:
         raise ValueError("finetune needs per-client test sets: build the Simulation with "
                          "local_test_fraction (for example 0.2)")
-    from .simulation import _check_int, _check_number, _threads
-    local_epochs = _check_int("local_epochs", local_epochs, 1)
-    lr = sim.lr if lr is None else _check_number("lr", lr, 0.0, math.inf, "> 0", lo_open=True)
-    b = sim.batch_size if batch_size is None else _check_int("batch_size", batch_size, 1)
+    local_epochs = run_parameter("local_epochs").check(local_epochs)
+    lr = sim.lr if lr is None else run_parameter("lr").check(lr)
+    b = sim.batch_size if batch_size is None else run_parameter("batch_size").check(batch_size)
     params = list(sim.global_model.parameters())
     out = np.full(sim.num_clients, np.nan)
-    with _threads(sim.num_threads), torch.no_grad():
+    with torch_threads(sim.num_threads), torch.no_grad():
         x = sim.layout.flatten(params)
         for lo in range(0, sim.num_clients, chunk):
             clients = [k for k in range(lo, min(lo + chunk, sim.num_clients))
@@ -149,7 +150,7 @@ def finetune(sim, *, local_epochs: int = 1, lr: float | None = None,
             orders = []
             for k in clients:
                 ix = sim.partition.client_indices[k]
-                orders.append([ix[torch.randperm(len(ix), generator=_generator(sim.seed, 8, k, e))]
+                orders.append([ix[torch.randperm(len(ix), generator=generator(sim.seed, 8, k, e))]
                                for e in range(local_epochs)])
             schedule = Schedule.from_orders(clients, orders, batch_size=b)
             start = torch.stack([sim.client_model(k) for k in schedule.clients])

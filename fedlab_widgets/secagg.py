@@ -47,7 +47,7 @@ from typing import Sequence
 import torch
 
 from .params import Param, check_params
-from .seeds import _generator, _seed
+from .seeds import derive_seed, generator
 
 __all__ = ["SECAGG_PARAMETERS", "SecureAggregation", "SecureSum", "secure_sum",
            "quantise", "dequantise", "shamir_share", "shamir_reconstruct", "cost_model",
@@ -87,7 +87,7 @@ def dequantise(q: torch.Tensor, scale: float) -> torch.Tensor:
 
 def _prg(seed: int, size: int) -> torch.Tensor:
     """A mask: ``size`` integers uniform in ``[0, 2**32)`` expanded from ``seed``."""
-    g = torch.Generator().manual_seed(_seed(seed % (2 ** 63), 0x5EC))
+    g = torch.Generator().manual_seed(derive_seed(seed % (2 ** 63), 0x5EC))
     return torch.randint(0, MODULUS, (size,), generator=g, dtype=torch.int64)
 
 
@@ -106,7 +106,7 @@ def shamir_share(secret: int, holders: Sequence[int], threshold: int, *,
     >>> shamir_reconstruct({h: shares[h] for h in (0, 2)}) == 1234   # too few shares
     False
     """
-    g = _generator(seed, 15)
+    g = generator(seed, 15)
     coeffs = [int(secret) % FIELD_PRIME] + [
         int.from_bytes(torch.randint(0, 256, (16,), generator=g, dtype=torch.uint8)
                        .numpy().tobytes(), "big") % FIELD_PRIME for _ in range(threshold - 1)]
@@ -205,12 +205,12 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
     quantised = quantise(vectors, scale, value_range)
 
     # 2. keys (toy Diffie-Hellman) and 3. secrets shared among all clients
-    sk = {k: _seed(seed, 12, round, k) % (FIELD_PRIME - 2) + 1 for k in clients}
+    sk = {k: derive_seed(seed, 12, round, k) % (FIELD_PRIME - 2) + 1 for k in clients}
     pk = {k: pow(_G, sk[k], FIELD_PRIME) for k in clients}
-    b = {k: _seed(seed, 11, round, k) for k in clients}
-    sk_shares = {k: shamir_share(sk[k], clients, t, seed=_seed(seed, 13, round, k))
+    b = {k: derive_seed(seed, 11, round, k) for k in clients}
+    sk_shares = {k: shamir_share(sk[k], clients, t, seed=derive_seed(seed, 13, round, k))
                  for k in clients}
-    b_shares = {k: shamir_share(b[k], clients, t, seed=_seed(seed, 14, round, k))
+    b_shares = {k: shamir_share(b[k], clients, t, seed=derive_seed(seed, 14, round, k))
                 for k in clients}
 
     # 4. masking: self mask, then each pair's mask added by one and subtracted by the other
@@ -227,7 +227,7 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
 
     # 5. dropouts after masking
     n_drop = math.floor(dropout * m)
-    order = torch.randperm(m, generator=_generator(seed, 16, round)).tolist()
+    order = torch.randperm(m, generator=generator(seed, 16, round)).tolist()
     dropped = sorted(clients[i] for i in order[:n_drop])
     gone = set(dropped)
     survivors = [k for k in clients if k not in gone]

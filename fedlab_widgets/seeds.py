@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["_seed", "_generator"]
+__all__ = ["derive_seed", "generator"]
 
 
-def _seed(*parts: int) -> int:
+def derive_seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (stable across runs and processes)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
-def _generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*parts))
+def generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))

@@ -31,13 +31,11 @@ same history, however the run is split into calls.
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import math
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -50,13 +48,15 @@ from . import attacks as _attacks
 from . import compression as _compression
 from .algorithms.fedper import head_slice
 from .personalisation import client_accuracy, split_local_test
-from .systems import check_system, client_fates, truncate_schedule
+from .systems import client_fates, truncate_schedule
 from .algorithms import Algorithm, ClientStore, RoundContext
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
 from .models import as_model, count_parameters
 from .partition import Partition, check_labels
-from .seeds import _generator
+from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
+from .seeds import generator
+from .threads import default_num_threads, resolve_num_threads, torch_threads
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
            "default_num_threads"]
@@ -107,15 +107,6 @@ class Simulation:
         In-memory datasets (see :func:`load_mnist`).
     partition : Partition
         Which training samples each client holds.
-    client_fraction : float, default 0.1
-        C, the fraction of clients sampled each round, in (0, 1].
-    local_epochs : int, default 1
-        E, passes over its own data each sampled client makes per round (>= 1).
-    batch_size : int or None, default 10
-        B, the local minibatch size (>= 1); None means full batch, so that
-        ``local_epochs=1, batch_size=None`` is FedSGD.
-    lr : float, default 0.1
-        Client SGD learning rate (finite, > 0).
     algorithm : str or Algorithm, default "fedavg"
         What happens to the client updates: a name from
         :data:`fedlab_widgets.algorithms.NAMES` (its default parameters) or an
@@ -124,47 +115,24 @@ class Simulation:
     attack : str or Attack, optional
         Malicious clients (:func:`fedlab_widgets.attacks.get`): a fraction of the
         clients, chosen once from ``seed``, attack whenever they are sampled.
-    dropout : float, default 0
-        Chance, in [0, 1), that a sampled client never reports (drawn per client
-        and round from ``seed``); the round aggregates the survivors
-        (:mod:`fedlab_widgets.systems`).
-    stragglers : float, default 0
-        Chance, in [0, 1], that a reporting client can finish only part of its
-        local steps, a share drawn uniformly from ``straggler_work``.
-    straggler_work : (float, float), default (0.1, 1.0)
-    straggler_mode : {"auto", "drop", "partial"}, default "auto"
-        What the server does with stragglers: ``"drop"`` ignores them (FedAvg as
-        deployed), ``"partial"`` aggregates their partial work (FedProx, FedNova);
-        ``"auto"`` is ``"drop"`` for plain FedAvg and ``"partial"`` otherwise.
     compression : str or Compressor, optional
         What clients send instead of their full update
         (:func:`fedlab_widgets.compression.get`: top-k with error feedback,
         random-k, QSGD); ``bytes_up`` counts what is really sent.
-    local_test_fraction : float, default 0
-        If in (0, 1): each client holds out this share of its data (seeded) as a
-        local test set, and every evaluated round records the global model's
-        accuracy on each client's (``record.client_accuracy``); see
-        :mod:`fedlab_widgets.personalisation`.
-    seed : int, default 0
-    eval_every : int, default 1
-        Evaluate the global model on the whole test set every this many rounds (and
-        on the last round of every call).
-    eval_subset : int, optional
-        On the rounds in between, evaluate on a fixed random subset of this many
-        test images (drawn once from ``seed``): a cheap live estimate, recorded
-        with ``record.eval_size`` and drawn hollow by the plots. Estimates never
-        count for ``history.rounds_to`` or ``final_accuracy``: only whole-test-set
-        evaluations do.
-    engine : {"auto", "sequential", "vectorized"}, default "auto"
-        How a round's clients are trained; all engines give the same result up
-        to float rounding ("auto" picks "vectorized").
-    num_threads : int, "auto" or None, default "auto"
-        torch intra-op threads used while a round runs (restored afterwards);
-        None leaves torch's setting alone. "auto" is :func:`default_num_threads`:
-        the physical cores this process may use minus one (left for the notebook,
-        the browser), at least 1 and at most 4. One core is kept free because
-        OpenMP threads spin while they wait for each other: when something else
-        wants a core a round can become 10x slower (see bench/README.md).
+    config : RunConfig, optional
+        The run's settings; keyword settings below override it.
+{settings}
+    ``rounds`` and ``target_accuracy`` are what :meth:`run` does when not told.
+    With ``dropout`` a sampled client never reports; with ``stragglers`` a reporting
+    client does only part of its local steps (:mod:`fedlab_widgets.systems`). With
+    ``local_test_fraction`` in (0, 1) each client holds out that share of its data
+    (seeded) as a local test set and every evaluated round records the global
+    model's accuracy on each client's (:mod:`fedlab_widgets.personalisation`).
+    ``eval_subset`` estimates, on the rounds between whole-test-set evaluations, are
+    drawn hollow by the plots and never count for ``history.rounds_to`` or
+    ``final_accuracy``. ``num_threads="auto"`` is :func:`default_num_threads`: one
+    core is kept free because OpenMP threads spin while they wait for each other
+    (see bench/README.md).
 
     Examples
     --------
@@ -179,34 +147,22 @@ class Simulation:
     'scaffold'
     """
 
-    def __init__(self, model, train, test, partition: Partition, *, client_fraction: float = 0.1,
-                 local_epochs: int = 1, batch_size: int | None = 10, lr: float = 0.1,
-                 algorithm: str | Algorithm | None = None, attack=None,
-                 dropout: float = 0.0, stragglers: float = 0.0, straggler_work=(0.1, 1.0),
-                 straggler_mode: str = "auto", compression=None,
-                 local_test_fraction: float = 0.0, seed: int = 0,
-                 eval_every: int = 1, eval_subset: int | None = None, engine: str = "auto",
-                 num_threads: int | str | None = "auto"):
-        self.client_fraction = _check_number("client_fraction", client_fraction, 0.0, 1.0,
-                                             "in (0, 1]", lo_open=True)
-        self.local_epochs = _check_int("local_epochs", local_epochs, 1)
-        if batch_size is not None:
-            batch_size = _check_int("batch_size", batch_size, 1, none_ok=" or None for full batch")
-        self.batch_size = batch_size
-        self.lr = _check_number("lr", lr, 0.0, math.inf, "> 0 (and finite)", lo_open=True)
-        self.eval_every = _check_int("eval_every", eval_every, 1)
-        self.num_threads = resolve_num_threads(num_threads)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
-                or not 0 <= seed < 2 ** 63:
-            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1; got {seed!r}")
-        self.seed = int(seed)
+    def __init__(self, model, train, test, partition: Partition, *,
+                 algorithm: str | Algorithm | None = None, attack=None, compression=None,
+                 config: RunConfig | None = None, **settings):
+        if config is not None and not isinstance(config, RunConfig):
+            raise ValueError(f"config must be a RunConfig; got {type(config).__name__}")
+        cfg = RunConfig(**settings) if config is None else config.replace(**settings)
+        self.settings = cfg
+        self.client_fraction, self.local_epochs = cfg.client_fraction, cfg.local_epochs
+        self.batch_size, self.lr, self.seed = cfg.batch_size, cfg.lr, cfg.seed
+        self.eval_every = cfg.eval_every
+        self.num_threads = resolve_num_threads(cfg.num_threads)
         self.algorithm = _algorithms.resolve(algorithm)
         self.attack = _attacks.resolve(attack)
-        system = check_system(dropout=dropout, stragglers=stragglers,
-                              straggler_work=straggler_work, straggler_mode=straggler_mode)
-        self.dropout, self.stragglers = system["dropout"], system["stragglers"]
-        self.straggler_work = system["straggler_work"]
-        self.straggler_mode = straggler_mode if straggler_mode != "auto" else (
+        self.dropout, self.stragglers = cfg.dropout, cfg.stragglers
+        self.straggler_work = cfg.straggler_work
+        self.straggler_mode = cfg.straggler_mode if cfg.straggler_mode != "auto" else (
             "drop" if self.algorithm.name == "fedavg" else "partial")
         self.compression = _compression.resolve(compression)
         if self.compression is not None:
@@ -216,38 +172,18 @@ class Simulation:
             if self.algorithm.scaffold is not None:
                 raise ValueError("compression does not combine with SCAFFOLD here: its control "
                                  "variates would be sent uncompressed")
-        if isinstance(local_test_fraction, bool) or not isinstance(
-                local_test_fraction, (int, float, np.floating)) \
-                or not 0.0 <= float(local_test_fraction) < 1.0:
-            raise ValueError("local_test_fraction must be a number in [0, 1) (0: no per-client "
-                             f"test sets); got {local_test_fraction!r}")
-        self.local_test_fraction = float(local_test_fraction)
-        if not isinstance(partition, Partition):
-            raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
-                             f"got {type(partition).__name__}")
-        for what, data in (("train", train), ("test", test)):
-            if not (hasattr(data, "images") and hasattr(data, "labels")):
-                raise ValueError(f"{what} must be a dataset with .images and .labels (see "
-                                 f"load_mnist); got {type(data).__name__}")
-            if not isinstance(data.labels, torch.Tensor):
-                raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
-            check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
-        if partition.labels.shape[0] != len(train.labels) or not torch.equal(
-                partition.labels, train.labels):
-            raise ValueError("partition must be made from the training labels it is used with "
-                             f"(partition has {partition.labels.shape[0]} samples, "
-                             f"train has {len(train.labels)})")
+        self.local_test_fraction = cfg.local_test_fraction
+        _check_data(partition, train, test)
+        if self.attack is not None:
+            self.attack.check_data(train)
         self.train, self.test = train, test
         self.eval_subset = None
         self._subset = None
-        if eval_subset is not None:
-            n_test = len(test.labels)
-            if isinstance(eval_subset, bool) or not isinstance(eval_subset, (int, np.integer)) \
-                    or not 1 <= eval_subset <= n_test:
-                raise ValueError(f"eval_subset must be an integer from 1 to the {n_test} test images, "
-                                 f"or None; got {eval_subset!r}")
-            self.eval_subset = int(eval_subset)
-            ix = torch.randperm(n_test, generator=_generator(self.seed, 9))[:self.eval_subset]
+        if cfg.eval_subset is not None:
+            n_test = len(test.labels)  # the table's range, capped by the test set's size
+            self.eval_subset = dataclasses.replace(run_parameter("eval_subset"),
+                                                   hi=n_test).check(cfg.eval_subset)
+            ix = torch.randperm(n_test, generator=generator(self.seed, 9))[:self.eval_subset]
             self._subset = _Subset(test, ix.sort().values)
         self.full_partition = partition
         self.local_test: list[torch.Tensor] | None = None
@@ -266,8 +202,8 @@ class Simulation:
             self.attack.choose(self.num_clients, self.seed)
         self.layout = FlatLayout(self.global_model)
         self.head = head_slice(self.layout) if self.algorithm.fedper is not None else None
-        self.engine_name = engine
-        self.engine = get_engine(engine, self.global_model, train)
+        self.engine_name = cfg.engine
+        self.engine = get_engine(cfg.engine, self.global_model, train)
         self.total_samples = int(partition.sizes.sum())
         self._stop = threading.Event()
         self._busy = threading.Lock()
@@ -276,29 +212,26 @@ class Simulation:
 
     # -- description ---------------------------------------------------------------
     def config(self) -> dict:
-        """The settings of this simulation, as stored in its history."""
+        """The settings of this simulation, as stored in its history: the run settings
+        (:meth:`RunConfig.to_dict`, with ``straggler_mode``, ``engine`` and ``num_threads``
+        resolved), the data, the algorithm, attack and compression."""
+        p = self.partition
         return {
             "model": self.model_name, "dataset": getattr(self.train, "name", ""),
-            "partition": self.partition.label(), "scheme": self.partition.scheme,
-            "partition_params": dict(self.partition.params),
-            "partition_seed": self.partition.seed,
-            "partition_fingerprint": self.full_partition.fingerprint(),
-            "num_clients": self.num_clients, "client_fraction": self.client_fraction,
-            "clients_per_round": self.clients_per_round, "local_epochs": self.local_epochs,
-            "batch_size": self.batch_size, "lr": self.lr, **self.algorithm.config(),
+            "partition": p.label(), "scheme": p.scheme, "partition_params": dict(p.params),
+            "partition_seed": p.seed, "partition_fingerprint": self.full_partition.fingerprint(),
+            "num_clients": self.num_clients, "clients_per_round": self.clients_per_round,
+            **self.settings.to_dict(),
+            "straggler_mode": self.straggler_mode, "engine": self.engine.name,
+            "num_threads": self.num_threads, "eval_subset": self.eval_subset,
+            **self.algorithm.config(),
             **({} if self.attack is None else {**self.attack.config(),
                                                "malicious_clients": sorted(self.malicious)}),
-            "dropout": self.dropout, "stragglers": self.stragglers,
-            "straggler_work": list(self.straggler_work), "straggler_mode": self.straggler_mode,
             **({} if self.compression is None else self.compression.config()),
-            "local_test_fraction": self.local_test_fraction,
-            "eval_every": self.eval_every, "eval_subset": self.eval_subset,
-            "seed": self.seed, "engine": self.engine.name, "num_threads": self.num_threads,
             "num_parameters": self.num_parameters,
         }
 
     def default_label(self) -> str:
-        b = "inf" if self.batch_size is None else self.batch_size
         extra = "" if self.attack is None else f", {self.attack.label()}"
         if self.dropout:
             extra += f", dropout={self.dropout:g}"
@@ -307,18 +240,18 @@ class Simulation:
         if self.compression is not None:
             extra += f", {self.compression.label()}"
         return (f"{self.algorithm.label()}, {self.model_name}, {self.full_partition.label()}, "
-                f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}{extra}")
+                f"{self.settings.label()}{extra}")
 
     # -- randomness shared by all engines ----------------------------------------------
     def sample_clients(self, round_: int) -> list[int]:
         """The clients sampled in ``round_`` (sorted), without replacement."""
-        g = _generator(self.seed, 1, round_)
+        g = generator(self.seed, 1, round_)
         return sorted(torch.randperm(self.num_clients, generator=g)[:self.clients_per_round].tolist())
 
     def client_order(self, round_: int, client: int, epoch: int) -> torch.Tensor:
         """Client ``client``'s training indices in the order of epoch ``epoch`` of ``round_``."""
         ix = self.partition.client_indices[client]
-        g = _generator(self.seed, 2, round_, client, epoch)
+        g = generator(self.seed, 2, round_, client, epoch)
         return ix[torch.randperm(len(ix), generator=g)]
 
     def make_schedule(self, round_: int, clients: list[int]) -> Schedule:
@@ -381,7 +314,7 @@ class Simulation:
         diverges (a NaN or infinite loss). A second run of the same simulation
         while one is in progress (another thread) is refused with RuntimeError.
         """
-        n = _check_int("rounds", n, 1)
+        n = run_parameter("rounds").check(n)
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this simulation is already running in another thread; "
                                "stop it (sim.stop()) or wait for it before running it again")
@@ -417,12 +350,12 @@ class Simulation:
         finite, skipped = True, None
         if not training:
             skipped = "no client reported"
-        elif alg.aggregator_name in _algorithms.AGGREGATOR_PARAMETERS:
+        else:
             try:
                 alg.validate(len(training))
             except ValueError as e:
                 skipped = f"too few clients reported for the aggregator ({e})"
-        with _threads(self.num_threads), torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             x = self.layout.flatten(params)
             if skipped is None:
                 schedule = truncate_schedule(self.make_schedule(r, sorted(training)), fates.work)
@@ -488,25 +421,27 @@ class Simulation:
                            eval_size=(len(self.test.labels) if finite and evaluate else
                                       self.eval_subset if finite and estimate else 0))
 
-    def run(self, rounds: int, *, target_accuracy: float | None = None,
+    def run(self, rounds: int | None = None, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:
         """Train ``rounds`` more rounds and return the (cumulative) history.
 
         Parameters
         ----------
-        rounds : int
-            At least 1.
+        rounds : int, optional
+            At least 1 (default: the ``rounds`` setting).
         target_accuracy : float, optional
-            Stop as soon as the test accuracy reaches this value, in (0, 1].
+            Stop as soon as the test accuracy reaches this value, in (0, 1]
+            (default: the ``target_accuracy`` setting).
         callback : callable, optional
             Called with each :class:`RoundRecord` as it is made.
         progress : bool, default False
             Show a tqdm progress bar.
         """
-        rounds = _check_int("rounds", rounds, 1)
-        if target_accuracy is not None:
-            target_accuracy = _check_number("target_accuracy", target_accuracy, 0.0, 1.0,
-                                            "in (0, 1]", lo_open=True)
+        rounds = run_parameter("rounds").check(self.settings.rounds if rounds is None else rounds)
+        if target_accuracy is None:
+            target_accuracy = self.settings.target_accuracy
+        target_accuracy = run_parameter("target_accuracy").check(target_accuracy)
+        self.history.config.update(rounds=self.round + rounds, target_accuracy=target_accuracy)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -538,86 +473,24 @@ class _Subset:
         self.labels = dataset.labels[ix].contiguous()
 
 
-MAX_DEFAULT_THREADS = 4
+def _check_data(partition, train, test) -> None:
+    """The partition and datasets a Simulation is built from, checked."""
+    if not isinstance(partition, Partition):
+        raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
+                         f"got {type(partition).__name__}")
+    for what, data in (("train", train), ("test", test)):
+        if not (hasattr(data, "images") and hasattr(data, "labels")):
+            raise ValueError(f"{what} must be a dataset with .images and .labels (see "
+                             f"load_mnist); got {type(data).__name__}")
+        if not isinstance(data.labels, torch.Tensor):
+            raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
+        check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
+    if partition.labels.shape[0] != len(train.labels) or not torch.equal(
+            partition.labels, train.labels):
+        raise ValueError("partition must be made from the training labels it is used with "
+                         f"(partition has {partition.labels.shape[0]} samples, "
+                         f"train has {len(train.labels)})")
 
 
-def default_num_threads() -> int:
-    """Torch threads for a round: physical cores available to this process minus one,
-    at least 1, at most 4 (``FEDLAB_NUM_THREADS`` overrides).
-
-    One core is left for what shares the laptop (the notebook's kernel and UI, the
-    browser): OpenMP threads spin while waiting for each other, so a thread that
-    loses its core to another process stalls all of them. These small models gain
-    little beyond 4 threads. On this project's 2-core test machine it is 1.
-
-    Examples
-    --------
-    >>> 1 <= default_num_threads() <= 4
-    True
-    """
-    env = os.environ.get("FEDLAB_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"FEDLAB_NUM_THREADS must be a positive integer; got {env!r}") from None
-    return max(1, min(MAX_DEFAULT_THREADS, _physical_cores() - 1))
-
-
-def _physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on (Linux topology; else all CPUs)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for c in cpus:
-        try:
-            topo = Path(f"/sys/devices/system/cpu/cpu{c}/topology")
-            cores.add((topo / "physical_package_id").read_text().strip()
-                      + ":" + (topo / "core_id").read_text().strip())
-        except OSError:
-            return len(cpus)
-    return max(1, len(cores))
-
-
-def resolve_num_threads(num_threads) -> int | None:
-    """``num_threads`` checked: an integer >= 1, None, or "auto" (:func:`default_num_threads`)."""
-    if num_threads == "auto":
-        return default_num_threads()
-    if num_threads is None:
-        return None
-    return _check_int("num_threads", num_threads, 1, none_ok=', "auto" or None')
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads, then restore the setting."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _check_int(name, value, lo, none_ok=""):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}{none_ok}; got {value!r}")
-    return int(value)
-
-
-def _check_number(name, value, lo, hi, desc, lo_open=False):
-    # strings and bools are refused, as for integer settings ("0.1" is not 0.1, True is not 1)
-    if isinstance(value, (str, bytes, bool, np.bool_)):
-        raise ValueError(f"{name} must be a number {desc}; got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number {desc}; got {value!r}") from None
-    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
-        raise ValueError(f"{name} must be a number {desc}; got {value!r}")
-    return v
-
+# the settings' docs, generated from the run table (one place for every front end's doc)
+Simulation.__doc__ = Simulation.__doc__.replace("{settings}", settings_doc(RUN_PARAMETERS))

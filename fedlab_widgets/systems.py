@@ -22,8 +22,9 @@ Real federations are not the simulation's perfect clients. Two failures matter m
 
 Every draw comes from ``(seed, round)``, so the same seed gives the same failures.
 
-:data:`SYSTEM_PARAMETERS` is the one table of these settings (name, default, range)
-that :class:`~fedlab_widgets.Simulation`, the dashboard and the command line read.
+:data:`SYSTEM_PARAMETERS` are these settings' rows of the run table
+(:data:`fedlab_widgets.config.RUN_PARAMETERS`), which :class:`~fedlab_widgets.Simulation`,
+the dashboard and the command line read.
 
 Examples
 --------
@@ -42,19 +43,16 @@ from dataclasses import dataclass, field
 import torch
 
 from .engines import Schedule
+from .config import STRAGGLER_MODES, run_parameter
 from .params import Param, check_params
-from .seeds import _generator
+from .seeds import generator
 
 __all__ = ["SYSTEM_PARAMETERS", "STRAGGLER_MODES", "ClientFates", "client_fates",
            "check_system", "truncate_schedule"]
 
-SYSTEM_PARAMETERS: tuple[Param, ...] = (
-    Param("dropout", 0.0, lo=0.0, hi=1.0, hi_open=True, ui=(0.0, 0.9),
-          doc="chance that a sampled client never reports"),
-    Param("stragglers", 0.0, lo=0.0, hi=1.0, ui=(0.0, 1.0),
-          doc="chance that a reporting client can do only part of its local work"),
-)
-STRAGGLER_MODES = ("auto", "drop", "partial")
+SYSTEM_NAMES = ("dropout", "stragglers", "straggler_work", "straggler_mode")
+#: the systems settings, as the run table (:data:`fedlab_widgets.config.RUN_PARAMETERS`) declares them
+SYSTEM_PARAMETERS: tuple[Param, ...] = tuple(run_parameter(n) for n in SYSTEM_NAMES)
 
 
 @dataclass
@@ -73,21 +71,11 @@ class ClientFates:
 
 def check_system(*, dropout=0.0, stragglers=0.0, straggler_work=(0.1, 1.0),
                  straggler_mode="auto") -> dict:
-    """The settings checked (ValueError naming the bad one and its range), as a dict."""
-    out = check_params("the simulation", SYSTEM_PARAMETERS,
-                       {"dropout": dropout, "stragglers": stragglers})
-    try:
-        lo, hi = (float(v) for v in straggler_work)
-        ok = 0.0 < lo <= hi <= 1.0 and not isinstance(straggler_work, str)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError("straggler_work must be a pair (low, high) with 0 < low <= high <= 1, "
-                         f"the share of its local steps a straggler completes; got {straggler_work!r}")
-    if straggler_mode not in STRAGGLER_MODES:
-        raise ValueError(f"straggler_mode must be one of {', '.join(STRAGGLER_MODES)}; "
-                         f"got {straggler_mode!r}")
-    return {**out, "straggler_work": (lo, hi), "straggler_mode": straggler_mode}
+    """The settings checked against the run table (ValueError naming the bad one and its
+    range), as a dict."""
+    return check_params("the simulation", SYSTEM_PARAMETERS,
+                        dict(dropout=dropout, stragglers=stragglers,
+                             straggler_work=straggler_work, straggler_mode=straggler_mode))
 
 
 def client_fates(clients, *, round_: int, seed: int, dropout: float = 0.0,
@@ -102,7 +90,7 @@ def client_fates(clients, *, round_: int, seed: int, dropout: float = 0.0,
     fates = ClientFates()
     lo, hi = straggler_work
     for k in clients:
-        u = torch.rand(3, generator=_generator(seed, 5, round_, int(k)), dtype=torch.float64)
+        u = torch.rand(3, generator=generator(seed, 5, round_, int(k)), dtype=torch.float64)
         if float(u[0]) < dropout:
             fates.dropped.append(int(k))
         elif float(u[1]) < stragglers:

@@ -95,7 +95,7 @@ def test_run_button_trains_in_a_thread_and_stop_keeps_the_partial_curve(dashboar
     draws = dashboard.draws
     dashboard.run_button.click()
     assert dashboard.running
-    assert dashboard._thread is not threading.current_thread()
+    assert dashboard._runner.thread is not threading.current_thread()
     assert all(c.disabled for c in dashboard.controls.values())
     assert dashboard.run_button.disabled and dashboard.clear_button.disabled
     assert not dashboard.stop_button.disabled
@@ -359,18 +359,24 @@ def test_out_of_range_values_are_refused_not_clamped(dashboard, train, test_set)
     """Sliders clamp silently and dropdowns say only "not found": the API names the setting and
     its range instead, and a bad value in update() changes nothing."""
     before = dashboard.settings()
-    with pytest.raises(ValueError, match="rounds must be from 1 to 200 in the dashboard; got 1000000"):
-        dashboard.update(lr=0.2, rounds=10**6)
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1; got 0"):
+        dashboard.update(lr=0.2, rounds=0)
     assert dashboard.settings() == before            # lr was not set either
+    dashboard.update(rounds=1000)                    # valid beyond the slider: the slider grows
+    assert dashboard.controls["rounds"].value == 1000 and dashboard.controls["rounds"].max >= 1000
+    with pytest.raises(ValueError, match="target_accuracy must be a number in \\(0, 1\\]"):
+        dashboard.update(target_accuracy=94)         # refused, not clamped to 1
+    with pytest.raises(ValueError, match="secure_aggregation must be True or False; got 'no'"):
+        dashboard.update(secure_aggregation="no")
     with pytest.raises(ValueError, match="lr must be a number > 0; got -1"):
         dashboard.update(lr=-1)
-    with pytest.raises(ValueError, match="client_fraction must be from 0.01 to 1"):
+    with pytest.raises(ValueError, match=r"client_fraction must be a number in \(0, 1\]; got 1.5"):
         dashboard.update(client_fraction=1.5)
-    with pytest.raises(ValueError, match="local_epochs must be an integer; got '2'"):
+    with pytest.raises(ValueError, match="local_epochs must be an integer >= 1; got '2'"):
         dashboard.update(local_epochs="2")
     with pytest.raises(ValueError, match="model must be one of 2nn, cnn"):
         dashboard.update(model="resnet")
-    with pytest.raises(ValueError, match="num_clients must be from 1 to 1000 in the dashboard; got 0"):
+    with pytest.raises(ValueError, match="num_clients must be an integer >= 1; got 0"):
         FedAvgDashboard(train, test_set, num_clients=0)
     with pytest.raises(ValueError, match="model must be one of"):
         FedAvgDashboard(train, test_set, model="lenet")
@@ -379,6 +385,6 @@ def test_out_of_range_values_are_refused_not_clamped(dashboard, train, test_set)
     with pytest.raises(ValueError, match="scheme must be one of iid, shards"):
         PartitionExplorer(train, scheme="banana")
     explorer = PartitionExplorer(train, scheme="dirichlet", num_clients=10)
-    with pytest.raises(ValueError, match="num_clients must be from 1 to"):
+    with pytest.raises(ValueError, match="num_clients must be an integer >= 1; got -3"):
         explorer.update(alpha=0.1, num_clients=-3)
     assert explorer.controls["alpha"].value == 0.5

@@ -51,6 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..params import Param, check_params
+from ..registry import Registry
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS, fednova, weighted_mean
 from ..secagg import SECAGG_PARAMETERS, SecureAggregation
 from .base import Algorithm, ClientStore, RoundContext
@@ -58,7 +59,7 @@ from .privacy import DP_PARAMETERS, DifferentialPrivacy
 from .robust import krum, median, multikrum, norm_clip, trimmed_mean
 from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
 
-__all__ = ["NAMES", "PARAMETERS", "get", "Algorithm", "RoundContext", "ClientStore",
+__all__ = ["ALGORITHMS", "NAMES", "PARAMETERS", "get", "Algorithm", "RoundContext", "ClientStore",
            "weighted_mean", "fednova", "median", "trimmed_mean", "krum", "multikrum", "norm_clip",
            "AGGREGATORS", "AGGREGATOR_PARAMETERS", "ServerOptimizer", "ServerSGD",
            "ServerAdaptive", "DifferentialPrivacy", "DP_PARAMETERS", "SecureAggregation",
@@ -77,21 +78,66 @@ _BETA2 = Param("beta2", 0.99, lo=0.0, hi=1.0, hi_open=True, ui=(0.9, 0.999),
 _TAU = Param("tau", 1e-3, lo=0.0, lo_open=True, hi=1.0, log=True, ui=(1e-6, 1e-1),
              doc="adaptivity: added to sqrt(v); larger is closer to server SGD")
 
-PARAMETERS: dict[str, tuple[Param, ...]] = {
-    "fedavg": (),
-    "fedprox": (Param("mu", 0.01, lo=0.0, hi=10.0, log=True, ui=(1e-4, 10.0),
-                      doc="proximal weight: mu/2 ||w - x||^2 added to each client's loss"),),
-    "scaffold": (_server_lr(1.0),),
-    "fednova": (),
-    "fedavgm": (_server_lr(1.0), Param("momentum", 0.9, lo=0.0, hi=1.0, hi_open=True,
-                                       ui=(0.0, 0.99), doc="server momentum")),
-    "fedadam": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
-    "fedyogi": (_server_lr(0.01), _BETA1, _BETA2, _TAU),
-    "fedadagrad": (_server_lr(0.01), _BETA1, _TAU),
-    "dp-fedavg": DP_PARAMETERS,
-    "fedper": (),
-}
-NAMES: tuple[str, ...] = tuple(PARAMETERS)
+#: the algorithms (a :class:`~fedlab_widgets.registry.Registry`): each a recipe, the
+#: :class:`Algorithm` pieces it changes from FedAvg, made from its checked parameters
+ALGORITHMS = Registry("algorithm")
+
+
+@ALGORITHMS.register("fedavg", doc="weighted mean of the updates, x + delta (McMahan et al. 2017)")
+def _fedavg() -> dict:
+    return {}
+
+
+@ALGORITHMS.register("fedprox", Param("mu", 0.01, lo=0.0, hi=10.0, log=True, ui=(1e-4, 10.0),
+                                      doc="proximal weight: mu/2 ||w - x||^2 added to each "
+                                          "client's loss"),
+                     doc="every local gradient gets mu * (w - x) (Li et al. 2020)")
+def _fedprox(mu) -> dict:
+    return {"mu": mu}
+
+
+@ALGORITHMS.register("scaffold", _server_lr(1.0),
+                     doc="control variates correct every local gradient by c - c_k "
+                         "(Karimireddy et al. 2020, option II)")
+def _scaffold(server_lr) -> dict:
+    return {"control_variates": True, "server_optimizer": ServerSGD(lr=server_lr)}
+
+
+@ALGORITHMS.register("fednova", doc="updates normalised by their local steps (Wang et al. 2020)",
+                     own_aggregator="its normalised mean is the algorithm")
+def _fednova() -> dict:
+    return {"aggregator": "fednova"}
+
+
+@ALGORITHMS.register("fedavgm", _server_lr(1.0),
+                     Param("momentum", 0.9, lo=0.0, hi=1.0, hi_open=True, ui=(0.0, 0.99),
+                           doc="server momentum"),
+                     doc="server momentum (Hsu et al. 2019)")
+def _fedavgm(server_lr, momentum) -> dict:
+    return {"server_optimizer": ServerSGD(lr=server_lr, momentum=momentum)}
+
+
+def _adaptive(kind: str):
+    def recipe(server_lr, beta1, tau, beta2=0.0) -> dict:
+        return {"server_optimizer": ServerAdaptive(kind, lr=server_lr, beta1=beta1, beta2=beta2,
+                                                   tau=tau)}
+    return recipe
+
+
+ALGORITHMS.add("fedadam", _adaptive("adam"), (_server_lr(0.01), _BETA1, _BETA2, _TAU),
+               doc="server Adam on the averaged update (Reddi et al. 2021)")
+ALGORITHMS.add("fedyogi", _adaptive("yogi"), (_server_lr(0.01), _BETA1, _BETA2, _TAU),
+               doc="server Yogi (Reddi et al. 2021)")
+ALGORITHMS.add("fedadagrad", _adaptive("adagrad"), (_server_lr(0.01), _BETA1, _TAU),
+               doc="server Adagrad (Reddi et al. 2021)")
+ALGORITHMS.add("dp-fedavg", lambda **dp: {"differential_privacy": DifferentialPrivacy(**dp)},
+               DP_PARAMETERS, doc="clip each update, sum, add Gaussian noise, divide by m "
+                                  "(McMahan et al. 2018)", private=True)
+ALGORITHMS.add("fedper", lambda: {"personal_head": True},
+               doc="each client keeps its own last layer (Arivazhagan et al. 2019)")
+
+PARAMETERS: dict[str, tuple[Param, ...]] = ALGORITHMS.table()
+NAMES: tuple[str, ...] = ALGORITHMS.names()
 
 
 def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
@@ -129,67 +175,42 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
     >>> alg.params
     {'server_lr': 0.03, 'beta1': 0.9, 'beta2': 0.99, 'tau': 0.001}
     """
-    if name not in PARAMETERS:
-        raise ValueError(f"algorithm must be one of {', '.join(NAMES)}; got {name!r}")
+    entry = ALGORITHMS.entry(name)
     for flag, value in (("differential_privacy", differential_privacy),
                         ("secure_aggregation", secure_aggregation)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{flag} must be True or False; got {value!r}")
-    dp_on = name == "dp-fedavg" or bool(differential_privacy)
+    private = bool(entry.traits.get("private"))  # DP is the algorithm (dp-fedavg)
+    dp_on = private or bool(differential_privacy)
     for flag, on, table in (("differential_privacy", dp_on, DP_PARAMETERS),
                             ("secure_aggregation", secure_aggregation, SECAGG_PARAMETERS)):
         stray = sorted(set(params) & {q.name for q in table})
         if stray and not on:
             raise ValueError(f"{', '.join(stray)} applies only with {flag}=True")
-    agg_table = AGGREGATOR_PARAMETERS.get(aggregator, ()) if isinstance(aggregator, str) else ()
-    agg_names = {q.name for q in agg_table}
-    extra = tuple(agg_table) + (DP_PARAMETERS if dp_on and name != "dp-fedavg" else ()) \
+    named = isinstance(aggregator, str)
+    agg_table = AGGREGATORS.table().get(aggregator, ()) if named else ()
+    wrappers = (DP_PARAMETERS if dp_on and not private else ()) \
         + (SECAGG_PARAMETERS if secure_aggregation else ())
-    p = check_params(f"algorithm {name!r}" + (f" with aggregator {aggregator!r}"
-                                              if isinstance(aggregator, str) else ""),
-                     PARAMETERS[name] + extra, params)
-    agg_params = {k: v for k, v in p.items() if k in agg_names}
-    dp_params = {q.name: p.pop(q.name) for q in DP_PARAMETERS if q.name in p}
-    sa_params = {q.name: p.pop(q.name) for q in SECAGG_PARAMETERS if q.name in p}
-    p = {k: v for k, v in p.items() if k not in agg_names}
+    p = check_params(f"algorithm {name!r}" + (f" with aggregator {aggregator!r}" if named else ""),
+                     entry.params + tuple(agg_table) + wrappers, params)
+    own = {q.name: p[q.name] for q in entry.params}
     kw: dict = dict(client_steps=client_steps, server_steps=server_steps)
-    if dp_on:
-        kw["differential_privacy"] = DifferentialPrivacy(**dp_params)
-        if name == "dp-fedavg":
-            p = dict(dp_params)
+    if dp_on and not private:
+        kw["differential_privacy"] = DifferentialPrivacy(**{q.name: p[q.name] for q in DP_PARAMETERS})
     if secure_aggregation:
-        kw["secure_aggregation"] = SecureAggregation(**sa_params)
+        kw["secure_aggregation"] = SecureAggregation(**{q.name: p[q.name] for q in SECAGG_PARAMETERS})
+    recipe = entry.builder(**own)
     if aggregator is not None:
-        if name == "fednova":
-            raise ValueError("aggregator does not apply to fednova: its normalised mean "
-                             "is the algorithm")
+        if "aggregator" in recipe:
+            raise ValueError(f"aggregator does not apply to {name}: "
+                             f"{entry.traits.get('own_aggregator', 'it has its own')}")
         kw["aggregator"] = aggregator
-        if isinstance(aggregator, str):
-            kw["aggregator_params"] = agg_params
-    if name == "fedprox":
-        kw["mu"] = p["mu"]
-    elif name == "scaffold":
-        kw.update(control_variates=True, server_optimizer=ServerSGD(lr=p["server_lr"]))
-    elif name == "fednova":
-        kw["aggregator"] = "fednova"
-    elif name == "fedper":
-        kw["personal_head"] = True
-    elif name == "fedavgm":
-        kw["server_optimizer"] = ServerSGD(lr=p["server_lr"], momentum=p["momentum"])
-    elif name in ("fedadam", "fedyogi", "fedadagrad"):
-        kw["server_optimizer"] = ServerAdaptive(name[3:], lr=p["server_lr"],
-                                                beta1=p["beta1"], beta2=p.get("beta2", 0.0),
-                                                tau=p["tau"])
-    return Algorithm(name, params=p, **kw)
+        if named:
+            kw["aggregator_params"] = {q.name: p[q.name] for q in agg_table}
+    return Algorithm(name, params=own, **kw, **recipe)
 
 
 def resolve(algorithm) -> Algorithm:
     """An :class:`Algorithm` from an algorithm, a name (its defaults) or None (FedAvg)."""
-    if algorithm is None:
-        return get("fedavg")
-    if isinstance(algorithm, Algorithm):
-        return algorithm
-    if isinstance(algorithm, str):
-        return get(algorithm)
-    raise ValueError(f"algorithm must be a name ({', '.join(NAMES)}) or an Algorithm from "
-                     f"fedlab_widgets.algorithms.get; got {algorithm!r}")
+    return ALGORITHMS.resolve(algorithm, Algorithm, default="fedavg", make=get,
+                              what="an Algorithm from fedlab_widgets.algorithms.get")

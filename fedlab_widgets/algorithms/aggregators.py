@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..engines.base import ClientUpdates
+from ..registry import Registry
 
 __all__ = ["weighted_mean", "fednova", "AGGREGATORS", "AGGREGATOR_PARAMETERS"]
 
@@ -54,9 +55,19 @@ def fednova(updates: ClientUpdates) -> torch.Tensor:
 
 from . import robust  # noqa: E402
 
-#: name -> function(updates, **params); the robust ones are in :mod:`.robust`
-AGGREGATORS = {"mean": weighted_mean, "fednova": fednova, "median": robust.median,
-               "trimmed_mean": robust.trimmed_mean, "krum": robust.krum,
-               "multikrum": robust.multikrum, "norm_clip": robust.norm_clip}
+#: name -> function(updates, **params) (a :class:`~fedlab_widgets.registry.Registry`), with
+#: what each declares: ``sum`` (a weighted sum of the updates: what secure aggregation and
+#: DP's accounting need), ``needs_each_update`` (it reads every client's update: robust
+#: aggregators, which secure aggregation's masks hide from the server). The robust ones
+#: are in :mod:`.robust`.
+AGGREGATORS = Registry("aggregator")
+AGGREGATORS.add("mean", weighted_mean, doc="FedAvg's sample-weighted mean", sum=True)
+AGGREGATORS.add("fednova", fednova, doc="FedNova: updates normalised by their local steps",
+                why_not_sum="FedNova normalises each update by its own step count")
+for _name, _fn in (("median", robust.median), ("trimmed_mean", robust.trimmed_mean),
+                   ("krum", robust.krum), ("multikrum", robust.multikrum),
+                   ("norm_clip", robust.norm_clip)):
+    AGGREGATORS.add(_name, _fn, robust.ROBUST_PARAMETERS[_name], needs_each_update=True,
+                    check_clients=robust.CLIENT_CHECKS.get(_name))
 #: each aggregator's parameters (name, default, range, scale)
-AGGREGATOR_PARAMETERS = {"mean": (), "fednova": (), **robust.ROBUST_PARAMETERS}
+AGGREGATOR_PARAMETERS = AGGREGATORS.table()

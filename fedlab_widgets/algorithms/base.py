@@ -30,7 +30,6 @@ from ..secagg import SecureAggregation, cost_model
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
 from .fedper import PrivateHead
 from .privacy import DifferentialPrivacy
-from .robust import check_clients
 from .scaffold import ControlVariates
 from .server_optimizers import ServerOptimizer, ServerSGD
 
@@ -235,16 +234,15 @@ class Algorithm:
                                ("secure_aggregation", self.secagg, SecureAggregation)):
             if obj is not None and not isinstance(obj, cls):
                 raise ValueError(f"{what} must be a {cls.__name__} or None; got {obj!r}")
-            if obj is None or self.aggregator_name == "mean":
+            if obj is None or AGGREGATORS.trait(self.aggregator_name, "sum"):
                 continue
-            if self.aggregator_name == "fednova":
-                why = "FedNova normalises each update by its own step count"
-            elif self.aggregator_name in AGGREGATOR_PARAMETERS:
+            why = AGGREGATORS.trait(self.aggregator_name, "why_not_sum")
+            if why is None and AGGREGATORS.trait(self.aggregator_name, "needs_each_update"):
                 why = (f"the {self.aggregator_name} aggregator needs each client's update, "
                        + ("which secure aggregation hides from the server: only their sum "
                           "is revealed" if what == "secure_aggregation" else
                           "and the privacy accounting here is for a noisy sum"))
-            else:
+            elif why is None:
                 why = "a custom aggregator is not a sum"
             raise ValueError(f"{what} works with the mean aggregator only: {why}")
         if self.scaffold is not None and (self.dp or self.secagg):
@@ -254,8 +252,9 @@ class Algorithm:
 
     def validate(self, clients_per_round: int) -> None:
         """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""
-        if self.aggregator_name in AGGREGATOR_PARAMETERS:
-            check_clients(self.aggregator_name, self.aggregator_params, clients_per_round)
+        check = AGGREGATORS.trait(self.aggregator_name, "check_clients")
+        if check is not None:
+            check(self.aggregator_name, self.aggregator_params, clients_per_round)
 
     # -- what the round calls ---------------------------------------------------------------
     def local_rule(self, clients: Sequence[int], ctx: RoundContext) -> LocalRule:

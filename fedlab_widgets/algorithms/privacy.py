@@ -42,7 +42,7 @@ import torch
 
 from ..engines.base import ClientUpdates
 from ..params import Param, check_params
-from ..seeds import _generator
+from ..seeds import generator
 
 __all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates"]
 
@@ -146,7 +146,7 @@ class DifferentialPrivacy:
     def noise(self, total: torch.Tensor, ctx) -> torch.Tensor:
         """Server step: ``(sum + N(0, (z * clip_norm)^2 I)) / m`` with m fixed per round."""
         if self.noise_multiplier > 0:
-            g = _generator(ctx.seed, 9, ctx.round)
+            g = generator(ctx.seed, 9, ctx.round)
             total = total + self.noise_std * torch.randn(total.shape, generator=g,
                                                          dtype=total.dtype)
         return total / ctx.clients_per_round

@@ -35,7 +35,7 @@ from ..engines.base import ClientUpdates
 from ..params import Param
 
 __all__ = ["median", "trimmed_mean", "krum", "multikrum", "norm_clip", "ROBUST_PARAMETERS",
-           "check_clients"]
+           "CLIENT_CHECKS", "check_krum_clients", "check_trimmed_clients"]
 
 ROBUST_PARAMETERS: dict[str, tuple[Param, ...]] = {
     "median": (),
@@ -87,28 +87,37 @@ def _krum_scores(delta: torch.Tensor, f: int) -> torch.Tensor:
     return dist.sort(dim=1).values[:, :k].sum(1)
 
 
-def check_clients(name: str, params: dict, m: int) -> None:
-    """A ValueError if ``name`` cannot aggregate ``m`` updates with ``params``."""
-    f = params.get("num_byzantine")
-    if name in ("krum", "multikrum") and m < 2 * f + 3:
+def check_krum_clients(name: str, params: dict, m: int) -> None:
+    """A ValueError if Krum (``name``: krum or multikrum) cannot score ``m`` updates."""
+    f = params["num_byzantine"]
+    if m < 2 * f + 3:
         raise ValueError(f"{name} with num_byzantine={f} needs at least 2 * {f} + 3 = {2 * f + 3} "
                          f"clients per round; got {m} (sample more clients or lower "
                          f"num_byzantine to at most {max((m - 3) // 2, 0)})")
-    if name == "trimmed_mean" and m - 2 * int(math.floor(params["trim_ratio"] * m)) < 1:
+
+
+def check_trimmed_clients(name: str, params: dict, m: int) -> None:
+    """A ValueError if the trimmed mean would drop all ``m`` updates."""
+    if m - 2 * int(math.floor(params["trim_ratio"] * m)) < 1:
         raise ValueError(f"trimmed_mean with trim_ratio={params['trim_ratio']:g} would drop all "
                          f"{m} updates")
 
 
+#: each robust aggregator's check that a round's number of updates is enough
+CLIENT_CHECKS = {"krum": check_krum_clients, "multikrum": check_krum_clients,
+                 "trimmed_mean": check_trimmed_clients}
+
+
 def krum(updates: ClientUpdates, *, num_byzantine: int = 1) -> torch.Tensor:
     """The single update with the lowest Krum score (Blanchard et al. 2017)."""
-    check_clients("krum", {"num_byzantine": num_byzantine}, len(updates))
+    check_krum_clients("krum", {"num_byzantine": num_byzantine}, len(updates))
     i = int(torch.argmin(_krum_scores(updates.delta, num_byzantine)))
     return updates.delta[i].clone()
 
 
 def multikrum(updates: ClientUpdates, *, num_byzantine: int = 1) -> torch.Tensor:
     """The mean of the ``M - f`` updates with the lowest Krum scores."""
-    check_clients("multikrum", {"num_byzantine": num_byzantine}, len(updates))
+    check_krum_clients("multikrum", {"num_byzantine": num_byzantine}, len(updates))
     scores = _krum_scores(updates.delta, num_byzantine)
     keep = torch.sort(scores, stable=True).indices[:len(updates) - num_byzantine]
     return updates.delta[keep].mean(0)

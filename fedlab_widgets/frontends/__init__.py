@@ -1,0 +1,1 @@
+"""Front ends: widgets generated from the tables (controls, explorer, dashboard, runner)."""
