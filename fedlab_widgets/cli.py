@@ -26,9 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+from .params import Param
+from .flags import (ALIASES, NONE_WORDS, add_run_args, add_table_args, run_config,
+                    run_flags, table_params)
+
 import numpy as np
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "run_config", "run_flags", "ALIASES", "NONE_WORDS"]
 
 PROG = "fedlab-widgets"
 
@@ -44,111 +48,6 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 #: the run settings' older, shorter flags (both spellings work)
-ALIASES = {"client_fraction": ("--fraction",), "target_accuracy": ("--target",),
-           "num_threads": ("--threads",)}
-#: words a none-able setting also takes for None on the command line
-NONE_WORDS = {"batch_size": ("full", "inf")}
-
-
-def _parser_for(prm):
-    """Text -> a value for ``prm`` (not yet checked: :class:`RunConfig` checks it, with the
-    table's message; text that is no number stays text, which the check then names)."""
-    def parse(text: str):
-        t = text.strip()
-        if prm.none and t.lower() in ("none", *NONE_WORDS.get(prm.name, ())):
-            return None
-        if t in prm.special or prm.kind == "choice":
-            return t
-        try:
-            return int(t) if prm.kind == "int" else float(t)
-        except ValueError:
-            return t
-    parse.__name__ = prm.name  # argparse names the type in its own errors
-    return parse
-
-
-def run_flags(prm) -> list[str]:
-    """The flags of run setting ``prm``: ``--name-with-dashes`` and its aliases."""
-    return [_flag(prm.name), *ALIASES.get(prm.name, ())]
-
-
-def _add_run_args(group, names) -> None:
-    """One flag per run setting in ``names``, generated from the run table."""
-    from .config import run_parameter
-
-    for name in names:
-        prm = run_parameter(name)
-        extra = dict(nargs=2, metavar=("LOW", "HIGH")) if prm.kind == "pair" else {}
-        if prm.kind == "choice":
-            extra["metavar"] = "{" + ",".join(prm.choices) + "}"
-        default = "none" if prm.default is None else (
-            " ".join(map(str, prm.default)) if prm.kind == "pair" else prm.default)
-        group.add_argument(*run_flags(prm), dest=name, type=_parser_for(prm),
-                           default=argparse.SUPPRESS,
-                           help=f"{prm.doc} ({prm.range_text()}; default {default})", **extra)
-
-
-def run_config(args):
-    """The :class:`~fedlab_widgets.config.RunConfig` of the flags given (a ValueError names
-    the flag and, in the table's words, the setting and its range)."""
-    from .config import RUN_PARAMETERS, RunConfig
-
-    given = {}
-    for prm in RUN_PARAMETERS:
-        if hasattr(args, prm.name):
-            v = getattr(args, prm.name)
-            given[prm.name] = tuple(v) if prm.kind == "pair" else v
-            try:
-                prm.check(given[prm.name])
-            except ValueError as e:
-                raise ValueError(f"{'/'.join(run_flags(prm))}: {e}") from None
-    return RunConfig(**given)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_table_args(group, tables: dict, what: str, prefix: str = "") -> None:
-    """One flag per parameter name in ``tables`` (scheme or algorithm -> Params).
-
-    ``prefix`` keeps names apart that clash with other flags (the attack's
-    ``fraction`` is ``--attack-fraction``, not the clients' ``--fraction``).
-    """
-    owners: dict[str, list[str]] = {}
-    first = {}
-    for owner, params in tables.items():
-        for prm in params:
-            owners.setdefault(prm.name, []).append(owner)
-            first.setdefault(prm.name, prm)
-    for name, prm in first.items():
-        defaults = ", ".join(f"{o} {next(q for q in tables[o] if q.name == name).default:g}"
-                             for o in owners[name])
-        group.add_argument(_flag(prefix + name), dest=prefix + name, default=None,
-                           type=_parser_for(prm),
-                           help=f"{prm.doc} ({what} {', '.join(owners[name])}; "
-                                f"{prm.range_text()}; default: {defaults})")
-
-
-def _table_params(args, tables: dict, chosen: str | None, option: str, prefix: str = "",
-                  hint: str = "") -> dict:
-    """The flags given for ``chosen``; an error names a flag that does not apply to it."""
-    names = {prm.name for params in tables.values() for prm in params}
-    given = {k: getattr(args, prefix + k) for k in sorted(names)
-             if getattr(args, prefix + k, None) is not None}
-    valid = {prm.name: prm for prm in tables[chosen]} if chosen is not None else {}
-    extra = sorted(set(given) - set(valid))
-    if extra:
-        raise ValueError(f"{', '.join(_flag(prefix + k) for k in extra)} does not apply to "
-                         f"{option} {chosen or 'none'}{hint}")
-    for k, v in given.items():   # the flag named, then the table's message
-        try:
-            given[k] = valid[k].check(v)
-        except ValueError as e:
-            raise ValueError(f"{_flag(prefix + k)}: {e}") from None
-    return given
-
-
 def _add_partition_args(p: argparse.ArgumentParser) -> None:
     from .partition import SCHEME_PARAMETERS, SCHEMES
 
@@ -159,8 +58,8 @@ def _add_partition_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--partition", dest="scheme", choices=SCHEMES, default="iid",
                    help="how the training data is split among clients (default: iid)")
     g.add_argument("--clients", type=int, default=100, help="number of clients K (default: 100)")
-    _add_table_args(g, SCHEME_PARAMETERS, "--partition")
-    _add_run_args(g, ["seed"])
+    add_table_args(g, SCHEME_PARAMETERS, "--partition")
+    add_run_args(g, ["seed"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", choices=list(MODELS), default="2nn")
     _add_partition_args(run)
     g = run.add_argument_group("FedAvg")
-    _add_run_args(g, ["client_fraction", "local_epochs", "batch_size", "lr", "rounds",
+    add_run_args(g, ["client_fraction", "local_epochs", "batch_size", "lr", "rounds",
                       "target_accuracy", "eval_every", "eval_subset", "engine", "num_threads"])
     g.add_argument("--out", default=None, help="write history.json and convergence.png here "
                    "(a folder; made if missing)")
@@ -185,43 +84,43 @@ def build_parser() -> argparse.ArgumentParser:
     a = run.add_argument_group("algorithm")
     a.add_argument("--algorithm", choices=NAMES, default="fedavg",
                    help="what the server does with the client updates (default: fedavg)")
-    _add_table_args(a, PARAMETERS, "--algorithm")
+    add_table_args(a, PARAMETERS, "--algorithm")
     a.add_argument("--aggregator", choices=list(AGGREGATOR_PARAMETERS), default=None,
                    help="replace the weighted mean, e.g. by a robust aggregator (default: the "
                         "algorithm's own)")
-    _add_table_args(a, AGGREGATOR_PARAMETERS, "--aggregator")
+    add_table_args(a, AGGREGATOR_PARAMETERS, "--aggregator")
     a.add_argument("--dp", action="store_true",
                    help="differential privacy (clip, noise, epsilon) on any averaging algorithm; "
                         "--algorithm dp-fedavg is FedAvg with it")
     a.add_argument("--secure-aggregation", action="store_true",
                    help="mask the updates so that the server sees only their sum")
     from .secagg import SECAGG_PARAMETERS
-    _add_table_args(a, {"--secure-aggregation": SECAGG_PARAMETERS}, "with")
+    add_table_args(a, {"--secure-aggregation": SECAGG_PARAMETERS}, "with")
     d = run.add_argument_group("real devices")
-    _add_run_args(d, ["dropout", "stragglers", "straggler_work", "straggler_mode"])
+    add_run_args(d, ["dropout", "stragglers", "straggler_work", "straggler_mode"])
     from .compression import COMPRESSION_PARAMETERS
     d.add_argument("--compression", choices=list(COMPRESSION_PARAMETERS), default=None,
                    help="compress the clients' updates (topk with error feedback, randk, "
                         "quantize = QSGD); bytes up count what is sent")
-    _add_table_args(d, COMPRESSION_PARAMETERS, "--compression", prefix="compression_")
-    _add_run_args(d, ["local_test_fraction"])
+    add_table_args(d, COMPRESSION_PARAMETERS, "--compression", prefix="compression_")
+    add_run_args(d, ["local_test_fraction"])
     t = run.add_argument_group("attack")
     t.add_argument("--attack", choices=attacks.NAMES, default=None,
                    help="make a fraction of the clients malicious (default: none)")
-    _add_table_args(t, attacks.PARAMETERS, "--attack", prefix="attack_")
+    add_table_args(t, attacks.PARAMETERS, "--attack", prefix="attack_")
 
     part = sub.add_parser("partition", help="summarise a partition's heterogeneity",
                           description="Partition the training set and print how non-IID it is.")
     _add_partition_args(part)
     part.add_argument("--plot", default=None, help="save the label-distribution heatmap here (PNG)")
-    part.add_argument("--rows", type=int, default=10, help="clients listed in the table")
+    part.add_argument("--rows", type=int, default=10, help="clients listed in the table (>= 0)")
     return parser
 
 
 def _scheme_params(args) -> dict:
     from .partition import SCHEME_PARAMETERS
 
-    return _table_params(args, SCHEME_PARAMETERS, args.scheme, "--partition")
+    return table_params(args, SCHEME_PARAMETERS, args.scheme, "--partition")
 
 
 def _load(args):
@@ -235,6 +134,7 @@ def _cmd_partition(args) -> int:
 
     params = _scheme_params(args)
     seed = run_config(args).seed
+    Param("rows", 10, kind="int", lo=0, doc="clients listed in the table").check(args.rows)
     train, _ = _load(args)
     p = partition(train.labels, args.scheme, args.clients, seed=seed, **params)
     print(p.describe(max_rows=args.rows))
@@ -253,17 +153,10 @@ def _cmd_partition(args) -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
-    from . import algorithms
-    from .partition import partition
-    from .simulation import Simulation
+def _named_things(args):
+    """The algorithm, attack and compressor the flags describe (each flag checked by its table)."""
+    from . import algorithms, attacks, compression
 
-    # everything that can be checked is checked before the data are loaded and trained on
-    from . import attacks
-
-    cfg = run_config(args)
-
-    params = _scheme_params(args)
     agg = {} if args.aggregator is None else {"aggregator": args.aggregator}
     alg_tables = dict(algorithms.PARAMETERS)
     if args.dp and args.algorithm != "dp-fedavg":
@@ -271,44 +164,45 @@ def _cmd_run(args) -> int:
     sa = {"--secure-aggregation": algorithms.SECAGG_PARAMETERS}
     alg = algorithms.get(args.algorithm, **agg, differential_privacy=args.dp,
                          secure_aggregation=args.secure_aggregation,
-                         **_table_params(args, alg_tables, args.algorithm,
-                                         "--algorithm" + (" with --dp" if args.dp else ""),
-                                         hint="" if args.dp else " (add --dp for privacy)"),
-                         **_table_params(args, sa, "--secure-aggregation" if args.secure_aggregation
-                                         else None, "--secure-aggregation",
-                                         hint=": add --secure-aggregation"),
-                         **_table_params(args, algorithms.AGGREGATOR_PARAMETERS,
-                                         args.aggregator or "mean", "--aggregator"))
-    attack_params = _table_params(args, attacks.PARAMETERS, args.attack, "--attack",
-                                  prefix="attack_")
+                         **table_params(args, alg_tables, args.algorithm,
+                                        "--algorithm" + (" with --dp" if args.dp else ""),
+                                        hint="" if args.dp else " (add --dp for privacy)"),
+                         **table_params(args, sa, "--secure-aggregation" if args.secure_aggregation
+                                        else None, "--secure-aggregation",
+                                        hint=": add --secure-aggregation"),
+                         **table_params(args, algorithms.AGGREGATOR_PARAMETERS,
+                                        args.aggregator or "mean", "--aggregator"))
+    attack_params = table_params(args, attacks.PARAMETERS, args.attack, "--attack",
+                                 prefix="attack_")
     attack = None if args.attack is None else attacks.get(args.attack, **attack_params)
-    from . import compression
-    comp_params = _table_params(args, compression.COMPRESSION_PARAMETERS, args.compression,
-                                "--compression", prefix="compression_")
+    comp_params = table_params(args, compression.COMPRESSION_PARAMETERS, args.compression,
+                               "--compression", prefix="compression_")
     comp = None if args.compression is None else compression.get(args.compression, **comp_params)
-    if args.out:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {args.out} is a file; give a folder (it is made if missing)")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--out {args.out}: cannot make that folder ({e.strerror})") from None
-        if not os.access(out, os.W_OK):
-            raise ValueError(f"--out {args.out}: that folder is not writable")
-    train, test = _load(args)
-    p = partition(train.labels, args.scheme, args.clients, seed=cfg.seed, **params)
-    sim = Simulation(args.model, train, test, p, config=cfg, algorithm=alg, attack=attack,
-                     compression=comp)
-    print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
-          f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
-    t0 = time.perf_counter()
-    h = sim.run(progress=not args.no_progress)
-    secs = time.perf_counter() - t0
+    return alg, attack, comp
+
+
+def _check_out(folder: str | None) -> None:
+    """--out: a folder that exists or can be made, and is writable (checked before training)."""
+    if not folder:
+        return
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {folder} is a file; give a folder (it is made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {folder}: cannot make that folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"--out {folder}: that folder is not writable")
+
+
+def _report(sim, h, cfg, secs: float) -> None:
+    """What a run printed: accuracy, bytes, and whatever else it measured."""
+    alg, comp = sim.algorithm, sim.compression
     print(f"final accuracy {h.final_accuracy:.4f} after {len(h)} rounds "
           f"(best {h.best_accuracy:.4f}), {secs:.1f} s, "
           f"{h.bytes_total[-1] / 1e6:.1f} MB communicated")
-    if attack is not None and attack.name == "backdoor":
+    if sim.attack is not None and sim.attack.name == "backdoor":
         print(f"backdoor attack success rate {h.attack_success[-1]:.4f}")
     if alg.dp is not None and len(h):
         print(f"privacy spent: epsilon {h.epsilon[-1]:.3g} at delta {alg.dp.delta:g} "
@@ -337,21 +231,45 @@ def _cmd_run(args) -> int:
               f"{r if r is not None else f'not reached in {len(h)}'}")
     if h.stop_reason:
         print(f"stopped: {h.stop_reason}")
-    if args.out:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from .plots import plot_convergence
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        h.save(out / "history.json")
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        plot_convergence(h, ax=a1, target=cfg.target_accuracy)
-        plot_convergence(h, ax=a2, metric="loss", legend=False)
-        fig.tight_layout()
-        fig.savefig(out / "convergence.png", dpi=110)
-        print(f"wrote {out / 'history.json'} and {out / 'convergence.png'}")
+
+def _save(folder: str, h, cfg) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .plots import plot_convergence
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    h.save(out / "history.json")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    plot_convergence(h, ax=a1, target=cfg.target_accuracy)
+    plot_convergence(h, ax=a2, metric="loss", legend=False)
+    fig.tight_layout()
+    fig.savefig(out / "convergence.png", dpi=110)
+    print(f"wrote {out / 'history.json'} and {out / 'convergence.png'}")
+
+
+def _cmd_run(args) -> int:
+    from .partition import partition
+    from .simulation import Simulation
+
+    # everything that can be checked is checked before the data are loaded and trained on
+    cfg = run_config(args)
+    params = _scheme_params(args)
+    alg, attack, comp = _named_things(args)
+    _check_out(args.out)
+    train, test = _load(args)
+    p = partition(train.labels, args.scheme, args.clients, seed=cfg.seed, **params)
+    sim = Simulation(args.model, train, test, p, config=cfg, algorithm=alg, attack=attack,
+                     compression=comp)
+    print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "
+          f"{sim.num_parameters:,} parameters, engine {sim.engine.name}")
+    t0 = time.perf_counter()
+    h = sim.run(progress=not args.no_progress)
+    _report(sim, h, cfg, time.perf_counter() - t0)
+    if args.out:
+        _save(args.out, h, cfg)
     return 1 if h.diverged else 0
 
 

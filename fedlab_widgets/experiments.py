@@ -26,7 +26,6 @@ import math
 import time
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +34,7 @@ from .partition import Partition
 from .config import run_parameter
 from .params import Param
 from .simulation import History, RoundRecord, Simulation, evaluate, sgd_steps
+from .tables import format_table
 from .threads import resolve_num_threads, torch_threads
 
 _EPOCHS = Param("epochs", 1, kind="int", lo=1, doc="passes over the data")
@@ -345,44 +345,3 @@ def per_class_accuracy(model: nn.Module, dataset) -> torch.Tensor:
     total = torch.bincount(dataset.labels, minlength=k).to(torch.float64)
     hits = torch.bincount(dataset.labels, weights=correct, minlength=k)
     return hits / total
-
-
-def _fmt(v, floatfmt: str) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (float, np.floating)):
-        return str(float(v)) if not math.isfinite(v) else format(float(v), floatfmt)
-    return str(v)
-
-
-def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, *,
-                 floatfmt: str = ".4g") -> str:
-    """Rows of results as a fixed-width text table (for ``print``).
-
-    Parameters
-    ----------
-    rows : list of dict
-        E.g. the result of :func:`sweep`.
-    columns : list of str, optional
-        The columns to show, in order (default: every key of the first row whose
-        values are numbers, strings or None -- so histories are left out).
-    floatfmt : str, default ".4g"
-
-    Examples
-    --------
-    >>> print(format_table([{"E": 1, "acc": 0.91234}, {"E": 5, "acc": None}]))
-    E  acc
-    1  0.9123
-    5  -
-    """
-    rows = list(rows)
-    if not rows:
-        return ""
-    if columns is None:
-        scalar = (int, float, str, np.integer, np.floating, type(None))
-        columns = [k for k, v in rows[0].items() if isinstance(v, scalar)]
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c), floatfmt) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in cells)

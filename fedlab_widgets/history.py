@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RoundRecord", "History"]
+__all__ = ["RoundRecord", "History", "accuracy_spread"]
 
 
 @dataclass
@@ -132,7 +132,7 @@ class History:
     def client_spread(self) -> dict:
         """Per round: mean, 10th and 90th percentile and worst client local accuracy
         (arrays, NaN for rounds without per-client figures)."""
-        rows = [_spread(r.client_accuracy) for r in self.records]
+        rows = [accuracy_spread(r.client_accuracy) for r in self.records]
         return {key: np.array([row[key] for row in rows]) for key in ("mean", "p10", "p90", "worst")}
 
     @property
@@ -270,7 +270,7 @@ class History:
         return s + (f" ({self.stop_reason})" if self.stop_reason else "")
 
 
-def _spread(acc) -> dict:
+def accuracy_spread(acc) -> dict:
     a = np.asarray(acc, dtype=float)
     a = a[np.isfinite(a)]
     if not len(a):

@@ -28,14 +28,13 @@ Examples
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
 from .engines import FlatLayout, Schedule
-from .history import _spread
+from .history import accuracy_spread
 from .partition import Partition
 from .config import run_parameter
 from .seeds import generator
@@ -114,7 +113,7 @@ def client_accuracy(model: nn.Module, dataset, local_test: list[torch.Tensor], *
 
 def spread(acc) -> dict:
     """Mean, 10th and 90th percentiles and worst of per-client accuracies (NaNs ignored)."""
-    return _spread(acc)
+    return accuracy_spread(acc)
 
 
 def finetune(sim, *, local_epochs: int = 1, lr: float | None = None,

@@ -1,16 +1,10 @@
-"""The federated round loop: one process, simulated clients, any algorithm.
+"""The federated simulation: a global model, clients holding a partition, a round loop.
 
-One round reads like the algorithm (see :mod:`fedlab_widgets.algorithms`)::
-
-    clients  = sample_clients(round)                  # max(round(C * K), 1), no replacement
-    schedule = make_schedule(round, clients)          # each client's minibatches, in order
-    rule     = algorithm.local_rule(clients, ctx)     # plain SGD, FedProx, SCAFFOLD
-    updates  = engine.train_clients(x, schedule, rule=rule)   # delta [M, D] = x_k - x
-    updates  = algorithm.client_steps(updates, ctx)
-    delta    = algorithm.aggregate(updates)           # FedAvg: weighted mean
-    delta    = algorithm.server_steps(delta, ctx)
-    x        = algorithm.server_update(x, delta, ctx) # FedAvg: x + delta
-    record   = evaluate(x), losses, honest bytes
+:class:`Simulation` holds the state (the global model, the server's and the clients'
+state, the history) and runs rounds; one round is :func:`fedlab_widgets.round.play_round`
+(sample, train, client steps, aggregate, server steps, server optimiser, evaluate), whose
+server half the Flower server runs too. The settings are a
+:class:`~fedlab_widgets.config.RunConfig`, checked once.
 
 With the default algorithm this is FedAvg as in McMahan et al. 2017 (Algorithm 1):
 each sampled client runs ``local_epochs`` of minibatch SGD over its own shuffled
@@ -33,65 +27,33 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import threading
-import time
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from . import algorithms as _algorithms
 from . import attacks as _attacks
 from . import compression as _compression
 from .algorithms.fedper import head_slice
 from .personalisation import client_accuracy, split_local_test
-from .systems import client_fates, truncate_schedule
-from .algorithms import Algorithm, ClientStore, RoundContext
+from .algorithms import Algorithm, ClientStore
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
 from .models import as_model, count_parameters
 from .partition import Partition, check_labels
 from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
+from .evaluation import Subset, evaluate
+from .round import play_round
 from .seeds import generator
-from .threads import default_num_threads, resolve_num_threads, torch_threads
+from .threads import default_num_threads, resolve_num_threads
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
            "default_num_threads"]
 
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, dataset, *, batch_size: int = 256) -> tuple[float, float]:
-    """Test accuracy and mean cross-entropy loss of ``model`` on ``dataset``.
-
-    ``batch_size`` 256 keeps the CNN's largest activation (~26 MB) under glibc's 32 MB
-    mmap threshold, so its buffers are reused rather than page-faulted in afresh for
-    every batch: about twice as fast as 2000 for the CNN here, the same for the 2NN.
-
-    Examples
-    --------
-    >>> from fedlab_widgets import load_mnist, get_model
-    >>> _, test = load_mnist()
-    >>> acc, loss = evaluate(get_model("2nn", seed=0), test)
-    >>> 0.0 <= acc <= 1.0
-    True
-    """
-    was_training = model.training
-    model.eval()
-    correct, total_loss, n = 0, 0.0, len(dataset.labels)
-    for i in range(0, n, batch_size):
-        out = model(dataset.images[i:i + batch_size])
-        y = dataset.labels[i:i + batch_size]
-        total_loss += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-    model.train(was_training)
-    return correct / n, total_loss / n
-
-
-_evaluate = evaluate  # _round's `evaluate` argument hides the function's name
 
 
 class Simulation:
@@ -178,13 +140,13 @@ class Simulation:
             self.attack.check_data(train)
         self.train, self.test = train, test
         self.eval_subset = None
-        self._subset = None
+        self.test_subset = None
         if cfg.eval_subset is not None:
             n_test = len(test.labels)  # the table's range, capped by the test set's size
             self.eval_subset = dataclasses.replace(run_parameter("eval_subset"),
                                                    hi=n_test).check(cfg.eval_subset)
             ix = torch.randperm(n_test, generator=generator(self.seed, 9))[:self.eval_subset]
-            self._subset = _Subset(test, ix.sort().values)
+            self.test_subset = Subset(test, ix.sort().values)
         self.full_partition = partition
         self.local_test: list[torch.Tensor] | None = None
         if self.local_test_fraction:
@@ -193,7 +155,7 @@ class Simulation:
         self.partition = partition   # what clients train on
         self.global_model, self.model_name = as_model(model, seed=self.seed)
         self.global_model.train()
-        self._initial_state = copy.deepcopy(self.global_model.state_dict())
+        self.initial_state = copy.deepcopy(self.global_model.state_dict())
         self.num_parameters = count_parameters(self.global_model)
         self.num_clients = partition.num_clients
         self.clients_per_round = max(round(self.client_fraction * self.num_clients), 1)
@@ -300,7 +262,7 @@ class Simulation:
         """Back to the initial global model, an empty history and no algorithm state."""
         if self._busy.locked():
             raise RuntimeError("cannot reset while a run is in progress: stop it first")
-        self.global_model.load_state_dict(self._initial_state)
+        self.global_model.load_state_dict(self.initial_state)
         self.round = 0
         self.server_state: dict = {}        # server optimiser moments, SCAFFOLD's c, ...
         self.client_store = ClientStore()   # per-client state (SCAFFOLD's c_k, ...)
@@ -327,8 +289,8 @@ class Simulation:
                     self.history.stop_reason = f"stopped by the user after round {self.round}"
                     return
                 full = (self.round + 1) % self.eval_every == 0 or self.round + 1 == end
-                rec = self._round(self.round + 1, evaluate=full,
-                                  estimate=not full and self._subset is not None)
+                rec = play_round(self, self.round + 1, evaluate=full,
+                                 estimate=not full and self.test_subset is not None)
                 self.round = rec.round
                 self.history.records.append(rec)
                 yield rec
@@ -336,90 +298,6 @@ class Simulation:
                     return
         finally:
             self._busy.release()
-
-    def _round(self, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:
-        """One round of the pipeline (see the module docstring); returns its record."""
-        t0 = time.perf_counter()
-        alg = self.algorithm
-        params = list(self.global_model.parameters())
-        clients = self.sample_clients(r)
-        fates = client_fates(clients, round_=r, seed=self.seed, dropout=self.dropout,
-                             stragglers=self.stragglers, straggler_work=self.straggler_work)
-        training = fates.full + (fates.stragglers if self.straggler_mode == "partial" else [])
-        train_loss = update_norm = float("nan")
-        finite, skipped = True, None
-        if not training:
-            skipped = "no client reported"
-        else:
-            try:
-                alg.validate(len(training))
-            except ValueError as e:
-                skipped = f"too few clients reported for the aggregator ({e})"
-        with torch_threads(self.num_threads), torch.no_grad():
-            x = self.layout.flatten(params)
-            if skipped is None:
-                schedule = truncate_schedule(self.make_schedule(r, sorted(training)), fates.work)
-                ctx = RoundContext(round=r, x=x, lr=self.lr, num_clients=self.num_clients,
-                                   total_samples=self.total_samples, state=self.server_state,
-                                   store=self.client_store, seed=self.seed,
-                                   clients_per_round=self.clients_per_round, head=self.head)
-                ctx.start = alg.local_start(schedule.clients, ctx)
-                rule = alg.local_rule(schedule.clients, ctx)
-                if self.attack is not None:
-                    rule = self.attack.local_rule(rule, schedule.clients, self.malicious,
-                                                  self.train)
-                updates = self.engine.train_clients(x, schedule, lr=self.lr, rule=rule,
-                                                    start=ctx.start)
-                p = updates.weight / updates.weight.sum()
-                train_loss = float((p * updates.loss).sum())
-                update_norm = float(updates.delta.norm(dim=1).double().mean())
-                finite = math.isfinite(train_loss) and math.isfinite(update_norm)
-                if finite:
-                    if self.attack is not None:
-                        updates = self.attack.client_step(updates, ctx, self.malicious)
-                    if self.compression is not None:
-                        updates = self.compression(updates, ctx)
-                    updates = alg.client_steps(updates, ctx)
-                    delta = alg.server_steps(alg.aggregate(updates), ctx)
-                    x_new = alg.server_update(x, delta, ctx)
-                    finite = bool(torch.isfinite(x_new).all())
-                if finite:
-                    torch._foreach_copy_(params, self.layout.views(x_new))
-            acc, loss = (float("nan"), float("nan"))
-            if finite and evaluate:
-                acc, loss = self.evaluate()
-            elif finite and estimate:
-                acc, loss = _evaluate(self.global_model, self._subset)
-            asr = self.attack.success_rate(self.global_model, self.test) \
-                if finite and evaluate and self.attack is not None else float("nan")
-            per_client = [float(a) for a in self.client_accuracy()] \
-                if finite and evaluate and self.local_test is not None else []
-        if not finite:
-            # keep the last good global model so that the simulation stays usable
-            what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
-                else "the global model became NaN or infinite"
-            cause = (f"the {self.attack.name} attack broke it" if self.attack is not None else
-                     f"lr={self.lr:g} is probably too large; try a smaller lr"
-                     + (" or server_lr" if "server_lr" in alg.params else ""))
-            self.history.stop_reason = f"diverged at round {r}: {what} ({cause})"
-        reported = 0 if skipped else len(training)
-        down, up = alg.bytes_per_client(self.num_parameters, self.clients_per_round)
-        if self.compression is not None:
-            up = self.compression.bytes_up(self.num_parameters)
-        samples = int(sum(len(ix) for ix in schedule.indices)) if reported else 0
-        return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss,
-                           clients=clients, bytes_down=down * len(clients),
-                           bytes_up=up * reported,
-                           seconds=time.perf_counter() - t0,
-                           samples=samples, update_norm=update_norm,
-                           attack_success=asr,
-                           attackers=sum(k in self.malicious for k in clients),
-                           epsilon=alg.epsilon(r, self.num_clients, self.clients_per_round),
-                           dropped=fates.dropped, stragglers=fates.stragglers,
-                           reported=reported, client_accuracy=per_client,
-                           note=skipped or "",
-                           eval_size=(len(self.test.labels) if finite and evaluate else
-                                      self.eval_subset if finite and estimate else 0))
 
     def run(self, rounds: int | None = None, *, target_accuracy: float | None = None,
             callback: Callable[[RoundRecord], object] | None = None, progress: bool = False) -> History:
@@ -463,14 +341,6 @@ class Simulation:
             if bar is not None:
                 bar.close()
         return self.history
-
-
-class _Subset:
-    """A fixed subset of a dataset's images and labels (for cheap live evaluation)."""
-
-    def __init__(self, dataset, ix: torch.Tensor):
-        self.images = dataset.images[ix].contiguous()
-        self.labels = dataset.labels[ix].contiguous()
 
 
 def _check_data(partition, train, test) -> None:

@@ -115,21 +115,21 @@ def test_each_algorithm_gets_flowers_strategy_or_the_kits_pipeline(train, test_s
     for name, cls in cases.items():
         sim = _sim(train, test_set, 4, algorithm=name)
         name = sim.algorithm.name
-        s = flower._strategy(sim, [])
+        s = flower.strategy_for(sim, [])
         assert isinstance(s, cls), (name, type(s))
         assert name in flower.FLOWER_STRATEGIES
-    s = flower._strategy(_sim(train, test_set, 4, algorithm=algorithms.get("fedprox", mu=0.7)), [])
+    s = flower.strategy_for(_sim(train, test_set, 4, algorithm=algorithms.get("fedprox", mu=0.7)), [])
     assert s.proximal_mu == 0.7 and s.fraction_train == 1.0 and s.fraction_evaluate == 0.0
-    s = flower._strategy(_sim(train, test_set, 4, lr=0.05,
+    s = flower.strategy_for(_sim(train, test_set, 4, lr=0.05,
                               algorithm=algorithms.get("fedadam", server_lr=0.02)), [])
     assert (s.eta, s.eta_l, s.beta_1, s.beta_2, s.tau) == (0.02, 0.05, 0.9, 0.99, 1e-3)
-    dp = flower._strategy(_sim(train, test_set, 4, client_fraction=0.5, algorithm=algorithms.get(
+    dp = flower.strategy_for(_sim(train, test_set, 4, client_fraction=0.5, algorithm=algorithms.get(
         "dp-fedavg", clip_norm=0.3, noise_multiplier=1.5)), [])
     assert (dp.noise_multiplier, dp.clipping_norm, dp.num_sampled_clients) == (1.5, 0.3, 2)
     for alg in ("fednova", algorithms.get("fedavg", aggregator="krum", num_byzantine=0),
                 algorithms.get("fedprox", mu=0.1, differential_privacy=True),
                 "fedadagrad"):   # the kit's fedadagrad has server momentum (beta1 = 0.9)
-        s = flower._strategy(_sim(train, test_set, 4, algorithm=alg), [])
+        s = flower.strategy_for(_sim(train, test_set, 4, algorithm=alg), [])
         assert type(s).__name__ == "KitPipeline"
 
 
@@ -166,7 +166,7 @@ def test_ctrl_c_stops_every_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in flower._processes_with(f"FLWR_HOME={tmp_path / 'flwr-home'}"):
+        for pid in flower.processes_with(f"FLWR_HOME={tmp_path / 'flwr-home'}"):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_widgets import History, Simulation, algorithms, get_model, partition
+from fedlab_widgets import History, Simulation, get_model, partition
 from fedlab_widgets.engines import FlatLayout, Schedule, get_engine
 from fedlab_widgets.personalisation import client_accuracy, finetune, split_local_test, spread
 

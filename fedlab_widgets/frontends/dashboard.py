@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import weakref
 
-import ipywidgets as W
 from matplotlib.figure import Figure
 
 from ..config import RunConfig
@@ -21,13 +20,13 @@ from ..history import History
 from ..simulation import Simulation
 from .controls import (DEFAULT, RENDER_LOCK, Displayable, check_value, control_value,
                        error_html, param_control, png_bytes, set_value)
-from .explorer import SCHEME_PARAMETER, cached_partition, partition_controls, scheme_params, \
-    show_scheme_parameter
+from .explorer import SCHEME_PARAMETER, partition_controls, show_scheme_parameter
 from .figures import client_figure, runs_figure, status_text
+from .layout import dashboard_layout, dashboard_parts
 from .runner import Runner
-from .settings import (CHOOSERS, DEFAULT_SECTIONS, DESCRIPTIONS, LOCAL_TEST_FRACTION,
-                       QUICK_EVAL_EVERY, QUICK_EVAL_SUBSET, RUN_SHOWN, SECTIONS, make_algorithm,
-                       make_attack, make_compression, setting_parameter)
+from .settings import (CHOOSERS, DEFAULT_SECTIONS, DESCRIPTIONS, SECTIONS, make_algorithm,
+                       make_attack, named_values, run_config_for, setting_parameter,
+                       simulations_for)
 
 __all__ = ["FedAvgDashboard"]
 
@@ -93,7 +92,7 @@ class FedAvgDashboard(Displayable):
             raise ValueError(f"sections must be a list of {', '.join(SECTIONS)} (or 'all'); "
                              f"got {sections!r}")
         self.sections = sections
-        settings = self._named(settings)
+        settings = named_values(settings)
         if train is None or test is None:
             train, test = load_mnist()
         self.train, self.test = train, test
@@ -116,15 +115,6 @@ class FedAvgDashboard(Displayable):
         _LIVE.add(self)
 
     # -- controls ----------------------------------------------------------------------------
-    @staticmethod
-    def _named(values: dict) -> dict:
-        values = dict(values)
-        if "target" in values:   # the older name of target_accuracy (0: none)
-            values["target_accuracy"] = values.pop("target") or None
-        if "attack" in values and values["attack"] is None:
-            values["attack"] = "none"
-        return values
-
     def _make_controls(self, settings: dict) -> None:
         names = [n for _, (_, ns) in SECTIONS.items() for n in ns]
         unknown = sorted(set(settings) - set(names))
@@ -162,36 +152,14 @@ class FedAvgDashboard(Displayable):
                 self.controls[name].value = table[name].default
 
     def _make_layout(self) -> None:
-        self.run_button = W.Button(description="Run", button_style="success", icon="play",
-                                   tooltip="train with the current settings")
-        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop",
-                                    disabled=True, tooltip="stop after the current round")
-        self.clear_button = W.Button(description="Clear runs", icon="trash",
-                                     tooltip="remove all finished runs from the plot")
+        parts = dashboard_parts(self.controls["rounds"].value)
+        for name, w in parts.items():
+            setattr(self, name, w)
+        self.status.value = self._ready_text()
         self.run_button.on_click(lambda _: self.run(blocking=False))
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self.clear())
-        self.progress = W.IntProgress(value=0, min=0, max=self.controls["rounds"].value,
-                                      description="progress", layout=W.Layout(width="320px"))
-        self.status = W.HTML(value=self._ready_text())
-        self.message = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width="960px", height="320px",
-                                                            object_fit="contain"))
-        self.client_image = W.Image(format="png", layout=W.Layout(
-            width="960px", height="280px", object_fit="contain", display="none"))
-        for w, cls in [(self.run_button, "fedlab-run"), (self.stop_button, "fedlab-stop"),
-                       (self.clear_button, "fedlab-clear"), (self.status, "fedlab-status"),
-                       (self.message, "fedlab-message"), (self.image, "fedlab-plot"),
-                       (self.progress, "fedlab-progress"), (self.client_image, "fedlab-client-view")]:
-            w.add_class(cls)
-        boxes = [W.VBox([W.HTML(f"<b>{SECTIONS[s][0]}</b>"),
-                         *[self.controls[n] for n in SECTIONS[s][1]]], layout=W.Layout(width="330px"))
-                 for s in self.sections]
-        rows = [W.HBox(boxes[i:i + 3]) for i in range(0, len(boxes), 3)]
-        buttons = W.HBox([self.run_button, self.stop_button, self.clear_button, self.progress])
-        self.widget = W.VBox([*rows, buttons, self.status, self.message, self.image,
-                              self.client_image])
-        self.widget.add_class("fedlab-dashboard")
+        self.widget = dashboard_layout(self.controls, self.sections, parts)
 
     # -- settings ------------------------------------------------------------------------------
     def settings(self) -> dict:
@@ -200,12 +168,7 @@ class FedAvgDashboard(Displayable):
 
     def run_config(self) -> RunConfig:
         """The run settings the controls describe, checked by the run table."""
-        s = self.settings()
-        return RunConfig(**{k: s[k] for k in RUN_SHOWN},
-                         local_test_fraction=LOCAL_TEST_FRACTION if s["per_client"] else 0.0,
-                         **({"eval_every": QUICK_EVAL_EVERY,
-                             "eval_subset": min(QUICK_EVAL_SUBSET, len(self.test.labels))}
-                            if s["quick_eval"] else {}))
+        return run_config_for(self.settings(), num_test=len(self.test.labels))
 
     def update(self, **values) -> "FedAvgDashboard":
         """Set controls programmatically, e.g. ``update(lr=0.1, local_epochs=5)``.
@@ -213,7 +176,7 @@ class FedAvgDashboard(Displayable):
         Every value is checked first (a ValueError names the setting and its valid range)
         and nothing is changed if one is bad.
         """
-        values = self._named(values)
+        values = named_values(values)
         unknown = set(values) - set(self.controls)
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; "
@@ -287,28 +250,12 @@ class FedAvgDashboard(Displayable):
         return sims[0].history
 
     def _build(self) -> tuple[dict, list[Simulation]]:
-        s, cfg = self.settings(), self.run_config()
-        p = cached_partition(self.train, s["scheme"], s["num_clients"], seed=s["seed"],
-                             **scheme_params(s["scheme"], s))
-        alg, kw = make_algorithm(s), dict(config=cfg, attack=make_attack(s),
-                                          compression=make_compression(s))
-        sims = [Simulation(s["model"], self.train, self.test, p, algorithm=alg, **kw)]
+        s = self.settings()
         self._runs += 1
-        sims[0].history.label = f"#{self._runs} {sims[0].default_label()}"
-        if s["compare_iid"] and s["scheme"] != "iid":
-            iid = cached_partition(self.train, "iid", s["num_clients"], seed=s["seed"])
-            sims.append(Simulation(s["model"], self.train, self.test, iid, algorithm=alg, **kw))
-            sims[-1].history.label = f"#{self._runs} IID baseline: {sims[-1].default_label()}"
-        elif s["compare_iid"]:
-            self._show_error("compare with IID: the partition is already IID, so no "
-                             "baseline was trained", "warning")
-        plain = (s["algorithm"], s["aggregator"]) == ("fedavg", "mean")
-        if s["compare_fedavg"] and not plain:
-            sims.append(Simulation(s["model"], self.train, self.test, p, algorithm="fedavg", **kw))
-            sims[-1].history.label = f"#{self._runs} FedAvg baseline: {sims[-1].default_label()}"
-        elif s["compare_fedavg"]:
-            self._show_error("compare with FedAvg: the algorithm is already FedAvg, so no "
-                             "baseline was trained", "warning")
+        sims, warnings = simulations_for(s, self.run_config(), self.train, self.test,
+                                         number=self._runs)
+        for w in warnings:
+            self._show_error(w, "warning")
         return s, sims
 
     def _finish(self, runner: Runner, error: BaseException | None, t0: float) -> None:

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from .. import plots
 from ..config import run_parameter
 from ..params import Param
-from ..partition import PARTITION_SCHEMES, SCHEME_PARAMETERS, SCHEMES, Partition, partition
+from ..partition import SCHEME_PARAMETERS, SCHEMES, Partition, partition
 from .controls import (DEFAULT, RENDER_LOCK, Displayable, check_value, error_html, figure, param_control,
                        png_bytes, set_value)
 

@@ -19,7 +19,7 @@ from .explorer import SCHEME_PARAMETER, data_parameter
 __all__ = ["SECTIONS", "DEFAULT_SECTIONS", "DASHBOARD_PARAMETERS", "COMPRESSION_PRESETS",
            "CHOOSERS", "RUN_SHOWN", "DESCRIPTIONS", "setting_parameter", "make_algorithm",
            "make_attack", "make_compression", "LOCAL_TEST_FRACTION", "QUICK_EVAL_EVERY",
-           "QUICK_EVAL_SUBSET"]
+           "QUICK_EVAL_SUBSET", "simulations_for", "named_values", "run_config_for"]
 
 #: the dashboard's compression choices: label -> (name, parameters) for compression.get
 COMPRESSION_PRESETS = {
@@ -133,3 +133,54 @@ def make_attack(s: dict):
 def make_compression(s: dict):
     preset = COMPRESSION_PRESETS[s["compression"]]
     return None if preset is None else compression_.get(preset[0], **preset[1])
+
+
+def simulations_for(s: dict, cfg, train, test, *, number: int):
+    """The simulations a dashboard's settings ``s`` (and run config ``cfg``) ask for: the
+    run, and its IID and FedAvg baselines when asked; labelled ``#number``. Returns them
+    and the warnings to show (a baseline that would be the run itself is not trained)."""
+    from ..simulation import Simulation
+    from .explorer import cached_partition, scheme_params
+
+    p = cached_partition(train, s["scheme"], s["num_clients"], seed=s["seed"],
+                         **scheme_params(s["scheme"], s))
+    alg, kw = make_algorithm(s), dict(config=cfg, attack=make_attack(s),
+                                      compression=make_compression(s))
+    sims = [Simulation(s["model"], train, test, p, algorithm=alg, **kw)]
+    sims[0].history.label = f"#{number} {sims[0].default_label()}"
+    warnings = []
+    if s["compare_iid"] and s["scheme"] != "iid":
+        iid = cached_partition(train, "iid", s["num_clients"], seed=s["seed"])
+        sims.append(Simulation(s["model"], train, test, iid, algorithm=alg, **kw))
+        sims[-1].history.label = f"#{number} IID baseline: {sims[-1].default_label()}"
+    elif s["compare_iid"]:
+        warnings.append("compare with IID: the partition is already IID, so no baseline was "
+                        "trained")
+    if s["compare_fedavg"] and (s["algorithm"], s["aggregator"]) != ("fedavg", "mean"):
+        sims.append(Simulation(s["model"], train, test, p, algorithm="fedavg", **kw))
+        sims[-1].history.label = f"#{number} FedAvg baseline: {sims[-1].default_label()}"
+    elif s["compare_fedavg"]:
+        warnings.append("compare with FedAvg: the algorithm is already FedAvg, so no baseline "
+                        "was trained")
+    return sims, warnings
+
+
+def named_values(values: dict) -> dict:
+    """Settings as given to the dashboard, with the older names and None spelled as its controls
+    hold them (``target`` is ``target_accuracy``, 0 meaning none; ``attack=None`` is ``"none"``)."""
+    values = dict(values)
+    if "target" in values:
+        values["target_accuracy"] = values.pop("target") or None
+    if "attack" in values and values["attack"] is None:
+        values["attack"] = "none"
+    return values
+
+
+def run_config_for(s: dict, *, num_test: int):
+    """The :class:`~fedlab_widgets.config.RunConfig` of a dashboard's settings ``s``."""
+    from ..config import RunConfig
+
+    return RunConfig(**{k: s[k] for k in RUN_SHOWN},
+                     local_test_fraction=LOCAL_TEST_FRACTION if s["per_client"] else 0.0,
+                     **({"eval_every": QUICK_EVAL_EVERY,
+                         "eval_subset": min(QUICK_EVAL_SUBSET, num_test)} if s["quick_eval"] else {}))
