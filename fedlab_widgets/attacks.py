@@ -50,28 +50,6 @@ __all__ = ["ATTACKS", "NAMES", "PARAMETERS", "get", "Attack", "stamp_trigger"]
 
 _FRACTION = Param("fraction", 0.2, lo=0.0, hi=1.0, ui=(0.0, 0.5),
                   doc="share of all clients that are malicious")
-#: the attacks (a :class:`~fedlab_widgets.registry.Registry`) and their parameters
-ATTACKS = Registry("attack")
-ATTACKS.add("label_flip", dict, (_FRACTION,),
-            doc="malicious clients train on flipped labels (9 - y, or a mapping)")
-ATTACKS.add("sign_flip", dict, (_FRACTION, Param(
-    "scale", 5.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
-    doc="the liar sends -scale * its update")), doc="malicious clients send -scale * their update")
-ATTACKS.add("gaussian", dict, (_FRACTION, Param(
-    "scale", 10.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
-    doc="noise standard deviation / honest updates' RMS")),
-    doc="malicious clients send Gaussian noise")
-ATTACKS.add("backdoor", dict, (
-    _FRACTION,
-    Param("target", 0, kind="int", lo=0, hi=9, doc="the class triggered images get"),
-    Param("share", 0.5, lo=0.0, lo_open=True, hi=1.0, ui=(0.05, 1.0),
-          doc="share of the attacker's images that carry the trigger"),
-    Param("boost", 10.0, lo=1.0, hi=1000.0, log=True, ui=(1.0, 100.0),
-          doc="the attacker scales its update by this (model replacement)")),
-    doc="malicious clients stamp a trigger, relabel it as target, boost their update")
-PARAMETERS: dict[str, tuple[Param, ...]] = ATTACKS.table()
-NAMES = ATTACKS.names()
-
 _HASH = 2654435761  # Knuth's multiplicative hash: which samples carry the trigger
 
 
@@ -128,74 +106,131 @@ class Attack:
     # -- data attacks: inside local training ---------------------------------------------------
     def local_rule(self, rule: LocalRule, clients, malicious, train) -> LocalRule:
         """``rule`` with this attack's minibatch transform for the malicious rows (if any)."""
-        if self.name not in ("label_flip", "backdoor"):
+        make = ATTACKS.trait(self.name, "transform")
+        if make is None:
             return rule
         bad = torch.tensor([k in malicious for k in clients])
         if not bool(bad.any()):
             return rule
-        if self.name == "label_flip":
-            k = int(train.labels.max()) + 1
-            flip = k - 1 - torch.arange(k) if self.mapping is None else self.mapping
-            if len(flip) < k:
-                raise ValueError(f"mapping has {len(flip)} entries; the data have {k} classes")
-
-            def transform(rows, idx, x, y):
-                b = bad[rows]
-                if bool(b.any()):
-                    y = torch.where(b[:, None], flip[y], y)
-                return x, y
-        else:
-            on, off = float(train.images.max()), float(train.images.min())
-            target, share = self.params["target"], self.params["share"]
-
-            def transform(rows, idx, x, y):
-                b = bad[rows]
-                if not bool(b.any()):
-                    return x, y
-                hit = b[:, None] & _poisoned(idx, share)          # [m, b]
-                if not bool(hit.any()):
-                    return x, y
-                x = torch.where(hit.view(*hit.shape, *([1] * (x.dim() - 2))),
-                                stamp_trigger(x, on, off), x)
-                return x, torch.where(hit, torch.full_like(y, target), y)
-        return LocalRule(mu=rule.mu, correction=rule.correction, transform=transform)
+        return LocalRule(mu=rule.mu, correction=rule.correction,
+                         transform=make(self, bad, train))
 
     # -- update attacks: a client step ----------------------------------------------------------
     def client_step(self, updates: ClientUpdates, ctx, malicious) -> ClientUpdates:
+        step = ATTACKS.trait(self.name, "step")
         bad = torch.tensor([k in malicious for k in updates.clients])
-        if not bool(bad.any()) or self.name == "label_flip":
+        if step is None or not bool(bad.any()):
             return updates
-        delta = updates.delta.clone()
-        if self.name == "sign_flip":
-            delta[bad] *= -self.params["scale"]
-        elif self.name == "backdoor":
-            delta[bad] *= self.params["boost"]
-        elif self.name == "gaussian":
-            honest = updates.delta[~bad] if bool((~bad).any()) else updates.delta
-            rms = float(honest.double().pow(2).mean().sqrt())
-            g = generator(ctx.seed, 4, ctx.round)
-            noise = torch.randn(int(bad.sum()), delta.shape[1], generator=g, dtype=delta.dtype)
-            delta[bad] = noise * (self.params["scale"] * rms)
-        return updates.replace(delta=delta)
+        return updates.replace(delta=step(self, updates, bad, ctx))
 
     # -- what it achieved ------------------------------------------------------------------------
-    @torch.inference_mode()
-    def success_rate(self, model, test, *, batch_size: int = 256) -> float:
-        """Backdoor: the share of triggered non-target test images classified as ``target``."""
-        if self.name != "backdoor":
-            return float("nan")
-        target = self.params["target"]
-        keep = test.labels != target
-        images = test.images[keep]
-        on, off = float(test.images.max()), float(test.images.min())
-        was = model.training
-        model.eval()
-        hits = 0
-        for i in range(0, len(images), batch_size):
-            x = stamp_trigger(images[i:i + batch_size], on, off)
-            hits += int((model(x).argmax(1) == target).sum())
-        model.train(was)
-        return hits / max(len(images), 1)
+    def success_rate(self, model, test) -> float:
+        """What the attack achieved on ``test`` (a backdoor's success rate; NaN for the others)."""
+        measure = ATTACKS.trait(self.name, "success")
+        return float("nan") if measure is None else measure(self, model, test)
+
+
+# -- what each attack does: its data transform, its update step, its success -----------------------
+def flipped_labels(attack: Attack, bad: torch.Tensor, train):
+    """label_flip: malicious rows train on ``mapping[y]`` (default ``K - 1 - y``)."""
+    k = int(train.labels.max()) + 1
+    flip = k - 1 - torch.arange(k) if attack.mapping is None else attack.mapping
+    if len(flip) < k:
+        raise ValueError(f"mapping has {len(flip)} entries; the data have {k} classes")
+
+    def transform(rows, idx, x, y):
+        b = bad[rows]
+        if bool(b.any()):
+            y = torch.where(b[:, None], flip[y], y)
+        return x, y
+    return transform
+
+
+def triggered_images(attack: Attack, bad: torch.Tensor, train):
+    """backdoor: a ``share`` of malicious rows' images carry the trigger and the ``target`` label."""
+    on, off = float(train.images.max()), float(train.images.min())
+    target, share = attack.params["target"], attack.params["share"]
+
+    def transform(rows, idx, x, y):
+        b = bad[rows]
+        if not bool(b.any()):
+            return x, y
+        hit = b[:, None] & _poisoned(idx, share)          # [m, b]
+        if not bool(hit.any()):
+            return x, y
+        x = torch.where(hit.view(*hit.shape, *([1] * (x.dim() - 2))),
+                        stamp_trigger(x, on, off), x)
+        return x, torch.where(hit, torch.full_like(y, target), y)
+    return transform
+
+
+def flipped_sign(attack: Attack, updates: ClientUpdates, bad, ctx) -> torch.Tensor:
+    """sign_flip: malicious clients send ``-scale * delta``."""
+    delta = updates.delta.clone()
+    delta[bad] *= -attack.params["scale"]
+    return delta
+
+
+def boosted(attack: Attack, updates: ClientUpdates, bad, ctx) -> torch.Tensor:
+    """backdoor: malicious clients send ``boost * delta`` (model replacement)."""
+    delta = updates.delta.clone()
+    delta[bad] *= attack.params["boost"]
+    return delta
+
+
+def gaussian_noise(attack: Attack, updates: ClientUpdates, bad, ctx) -> torch.Tensor:
+    """gaussian: malicious clients send noise, ``scale`` times the honest updates' RMS."""
+    delta = updates.delta.clone()
+    honest = updates.delta[~bad] if bool((~bad).any()) else updates.delta
+    rms = float(honest.double().pow(2).mean().sqrt())
+    g = generator(ctx.seed, 4, ctx.round)
+    noise = torch.randn(int(bad.sum()), delta.shape[1], generator=g, dtype=delta.dtype)
+    delta[bad] = noise * (attack.params["scale"] * rms)
+    return delta
+
+
+@torch.inference_mode()
+def backdoor_success(attack: Attack, model, test, *, batch_size: int = 256) -> float:
+    """The share of triggered non-target test images the model classifies as ``target``."""
+    target = attack.params["target"]
+    keep = test.labels != target
+    images = test.images[keep]
+    on, off = float(test.images.max()), float(test.images.min())
+    was = model.training
+    model.eval()
+    hits = 0
+    for i in range(0, len(images), batch_size):
+        x = stamp_trigger(images[i:i + batch_size], on, off)
+        hits += int((model(x).argmax(1) == target).sum())
+    model.train(was)
+    return hits / max(len(images), 1)
+
+
+#: the attacks (a :class:`~fedlab_widgets.registry.Registry`) and their parameters
+ATTACKS = Registry("attack")
+ATTACKS.add("label_flip", dict, (_FRACTION,),
+            doc="malicious clients train on flipped labels (9 - y, or a mapping)",
+            transform=flipped_labels)
+ATTACKS.add("sign_flip", dict, (_FRACTION, Param(
+    "scale", 5.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
+    doc="the liar sends -scale * its update")), doc="malicious clients send -scale * their update",
+    step=flipped_sign)
+ATTACKS.add("gaussian", dict, (_FRACTION, Param(
+    "scale", 10.0, lo=0.0, lo_open=True, hi=1000.0, log=True, ui=(0.1, 100.0),
+    doc="noise standard deviation / honest updates' RMS")),
+    doc="malicious clients send Gaussian noise", step=gaussian_noise)
+ATTACKS.add("backdoor", dict, (
+    _FRACTION,
+    Param("target", 0, kind="int", lo=0, hi=9, doc="the class triggered images get"),
+    Param("share", 0.5, lo=0.0, lo_open=True, hi=1.0, ui=(0.05, 1.0),
+          doc="share of the attacker's images that carry the trigger"),
+    Param("boost", 10.0, lo=1.0, hi=1000.0, log=True, ui=(1.0, 100.0),
+          doc="the attacker scales its update by this (model replacement)")),
+    doc="malicious clients stamp a trigger, relabel it as target, boost their update",
+    transform=triggered_images, step=boosted, success=backdoor_success)
+PARAMETERS: dict[str, tuple[Param, ...]] = ATTACKS.table()
+NAMES = ATTACKS.names()
+
 
 
 def get(name: str, *, mapping=None, **params) -> Attack:

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make a fraction of the clients malicious (default: none)")
     add_table_args(t, attacks.PARAMETERS, "--attack", prefix="attack_")
 
+    from .config import RUN_PARAMETERS   # a setting no group above names still gets its flag
+    shown = {a.dest for a in run._actions}
+    rest = [prm.name for prm in RUN_PARAMETERS if prm.name not in shown]
+    if rest:
+        add_run_args(run.add_argument_group("more run settings"), rest)
+
     part = sub.add_parser("partition", help="summarise a partition's heterogeneity",
                           description="Partition the training set and print how non-IID it is.")
     _add_partition_args(part)

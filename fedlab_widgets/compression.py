@@ -54,21 +54,6 @@ __all__ = ["COMPRESSORS", "NAMES", "COMPRESSION_PARAMETERS", "Compressor", "get"
 
 _FRACTION = Param("fraction", 0.01, lo=0.0, lo_open=True, hi=1.0, log=True, ui=(1e-3, 1.0),
                   doc="share of the coordinates each client sends")
-#: the compressors (a :class:`~fedlab_widgets.registry.Registry`), each with its parameters
-#: and whether error feedback is on by default (without it top-k stalls)
-COMPRESSORS = Registry("compression")
-COMPRESSORS.add("topk", dict, (_FRACTION,), doc="the k largest coordinates, with error feedback",
-                error_feedback=True)
-COMPRESSORS.add("randk", dict, (_FRACTION,), doc="k random coordinates, scaled (unbiased)",
-                error_feedback=False)
-COMPRESSORS.add("quantize", dict, (
-    Param("bits", 8, kind="int", lo=2, hi=16, ui=(2, 16),
-          doc="bits per coordinate, sign included (QSGD: 2**(bits-1) - 1 levels)"),
-    Param("bucket_size", 512, kind="int", lo=1, ui=(64, 4096),
-          doc="coordinates sharing one float32 norm")), doc="QSGD: stochastic quantisation",
-    error_feedback=False)
-COMPRESSION_PARAMETERS: dict[str, tuple[Param, ...]] = COMPRESSORS.table()
-NAMES = COMPRESSORS.names()
 _VALUE_BYTES = 4   # float32
 _INDEX_BYTES = 4   # int32
 
@@ -104,6 +89,7 @@ def qsgd(v: torch.Tensor, bits: int, bucket_size: int, generators) -> torch.Tens
     """
     s = 2 ** (bits - 1) - 1
     m, d = v.shape
+    bucket_size = min(bucket_size, d)   # a bucket larger than the model is the whole model
     nb = math.ceil(d / bucket_size)
     padded = torch.zeros(m, nb * bucket_size, dtype=v.dtype)
     padded[:, :d] = v
@@ -136,13 +122,7 @@ class Compressor:
 
     def bytes_up(self, num_parameters: int) -> int:
         """Bytes one client uploads for a model of ``num_parameters`` parameters."""
-        d = num_parameters
-        if self.name == "topk":
-            return _k(self.params["fraction"], d) * (_VALUE_BYTES + _INDEX_BYTES)
-        if self.name == "randk":
-            return _k(self.params["fraction"], d) * _VALUE_BYTES + 8
-        bits, bucket = self.params["bits"], self.params["bucket_size"]
-        return math.ceil(d * bits / 8) + _VALUE_BYTES * math.ceil(d / bucket)
+        return COMPRESSORS.trait(self.name, "bytes")(self, num_parameters)
 
     def __call__(self, updates: ClientUpdates, ctx) -> ClientUpdates:
         v = updates.delta
@@ -151,14 +131,7 @@ class Compressor:
             residual = ctx.store.gather("compression_residual", updates.clients, d, dtype=v.dtype)
             v = v + residual
         gens = [generator(ctx.seed, 6, ctx.round, k) for k in updates.clients]
-        if self.name == "topk":
-            sent = top_k(v, _k(self.params["fraction"], d))
-        elif self.name == "randk":
-            # with error feedback the residual makes up for what is left out: no scaling
-            sent = random_k(v, _k(self.params["fraction"], d), gens,
-                            scale=not self.error_feedback)
-        else:
-            sent = qsgd(v, self.params["bits"], self.params["bucket_size"], gens)
+        sent = COMPRESSORS.trait(self.name, "encode")(self, v, gens)
         if self.error_feedback:
             ctx.store.scatter("compression_residual", updates.clients, v - sent)
         return updates.replace(delta=sent)
@@ -178,6 +151,50 @@ class Compressor:
 
     def __repr__(self) -> str:
         return f"Compressor({self.label()})"
+
+
+# -- what each compressor sends, and its bytes ------------------------------------------------------
+def _topk(c: Compressor, v: torch.Tensor, gens) -> torch.Tensor:
+    return top_k(v, _k(c.params["fraction"], v.shape[1]))
+
+
+def _topk_bytes(c: Compressor, d: int) -> int:
+    return _k(c.params["fraction"], d) * (_VALUE_BYTES + _INDEX_BYTES)
+
+
+def _randk(c: Compressor, v: torch.Tensor, gens) -> torch.Tensor:
+    # with error feedback the residual makes up for what is left out: no scaling
+    return random_k(v, _k(c.params["fraction"], v.shape[1]), gens, scale=not c.error_feedback)
+
+
+def _randk_bytes(c: Compressor, d: int) -> int:
+    return _k(c.params["fraction"], d) * _VALUE_BYTES + 8
+
+
+def _qsgd(c: Compressor, v: torch.Tensor, gens) -> torch.Tensor:
+    return qsgd(v, c.params["bits"], c.params["bucket_size"], gens)
+
+
+def _qsgd_bytes(c: Compressor, d: int) -> int:
+    bits, bucket = c.params["bits"], min(c.params["bucket_size"], d)
+    return math.ceil(d * bits / 8) + _VALUE_BYTES * math.ceil(d / bucket)
+
+
+#: the compressors (a :class:`~fedlab_widgets.registry.Registry`), each with its parameters
+#: and whether error feedback is on by default (without it top-k stalls)
+COMPRESSORS = Registry("compression")
+COMPRESSORS.add("topk", dict, (_FRACTION,), doc="the k largest coordinates, with error feedback",
+                error_feedback=True, encode=_topk, bytes=_topk_bytes)
+COMPRESSORS.add("randk", dict, (_FRACTION,), doc="k random coordinates, scaled (unbiased)",
+                error_feedback=False, encode=_randk, bytes=_randk_bytes)
+COMPRESSORS.add("quantize", dict, (
+    Param("bits", 8, kind="int", lo=2, hi=16, ui=(2, 16),
+          doc="bits per coordinate, sign included (QSGD: 2**(bits-1) - 1 levels)"),
+    Param("bucket_size", 512, kind="int", lo=1, ui=(64, 4096),
+          doc="coordinates sharing one float32 norm")), doc="QSGD: stochastic quantisation",
+    error_feedback=False, encode=_qsgd, bytes=_qsgd_bytes)
+COMPRESSION_PARAMETERS: dict[str, tuple[Param, ...]] = COMPRESSORS.table()
+NAMES = COMPRESSORS.names()
 
 
 def get(name: str, *, error_feedback: bool | None = None, **params) -> Compressor:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .params import Param
 from .schemes import PARTITION_SCHEMES, SCHEME_PARAMETERS, SCHEMES
 
 __all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "PARTITION_SCHEMES",
@@ -184,7 +185,13 @@ def check_labels(labels, name: str = "labels", *, num_samples: int | None = None
     ...
     ValueError: train.labels must be a 1-D tensor of integer class labels; got dtype torch.float32 and shape (3, 3) (one-hot labels: use labels.argmax(1))
     """
-    labels = torch.as_tensor(labels)
+    if labels is None or isinstance(labels, (str, bytes)):
+        raise ValueError(f"{name} must be a 1-D tensor of integer class labels; got {labels!r}")
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a 1-D tensor of integer class labels; got "
+                         f"{type(labels).__name__}") from None
     if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() \
             or labels.dtype == torch.bool:
         raise ValueError(f"{name} must be a 1-D tensor of integer class labels; got dtype "
@@ -254,6 +261,8 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     num_clients = int(num_clients)
     if num_classes is None:
         num_classes = int(labels.max()) + 1
+    num_classes = Param("num_classes", 10, kind="int", lo=1,
+                        doc="the number of classes (default: the largest label + 1)").check(num_classes)
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes})")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -36,6 +36,7 @@ import torch
 from . import algorithms as _algorithms
 from . import attacks as _attacks
 from . import compression as _compression
+from .algorithms.compat import check_compatible
 from .algorithms.fedper import head_slice
 from .personalisation import client_accuracy, split_local_test
 from .algorithms import Algorithm, ClientStore
@@ -127,13 +128,7 @@ class Simulation:
         self.straggler_mode = cfg.straggler_mode if cfg.straggler_mode != "auto" else (
             "drop" if self.algorithm.name == "fedavg" else "partial")
         self.compression = _compression.resolve(compression)
-        if self.compression is not None:
-            if self.algorithm.secagg is not None:
-                raise ValueError("compression does not combine with secure aggregation: masked "
-                                 "updates are dense, random-looking integers")
-            if self.algorithm.scaffold is not None:
-                raise ValueError("compression does not combine with SCAFFOLD here: its control "
-                                 "variates would be sent uncompressed")
+        check_compatible(self.algorithm, self.compression)
         self.local_test_fraction = cfg.local_test_fraction
         _check_data(partition, train, test)
         if self.attack is not None:

@@ -83,3 +83,43 @@ def test_readme_and_guide_launch_on_binder():
     root = NOTEBOOKS[0].parent.parent
     assert BINDER_BADGE in (root / "README.md").read_text()
     assert BINDER_BADGE in (root / "notebooks" / "README.md").read_text()
+
+
+def _asserts(src: str):
+    import ast
+
+    tree = ast.parse(re.sub(r"^(\s*)[%!].*$", r"\1pass", src, flags=re.M))  # magics parse as pass
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Assert)], tree
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_teaching_asserts_say_their_claim_and_ci_checks_are_out_of_sight(path):
+    """Two kinds of assert (issue 20): a teaching assert stays on the page and says its claim in
+    words (its message); regression thresholds and reference guards live in cells tagged `ci`,
+    collapsed, holding nothing but asserts, and left out of the website."""
+    import ast
+
+    _, cells = _cells(path)
+    for s, c in cells:
+        if c["cell_type"] != "code":
+            continue
+        found, tree = _asserts(s)
+        if "ci" in c["metadata"].get("tags", []):
+            assert c["metadata"].get("jupyter", {}).get("source_hidden") is True, \
+                f"{path.name}: a ci cell must be collapsed"
+            assert tree.body and all(isinstance(n, ast.Assert) for n in tree.body), \
+                f"{path.name}: a ci cell holds asserts only: {s[:80]!r}"
+            continue
+        for node in found:
+            assert isinstance(node.msg, (ast.Constant, ast.JoinedStr)), \
+                f"{path.name}: a teaching assert says its claim in words: {ast.get_source_segment(s, node)[:90]!r}"
+
+
+def test_the_website_leaves_ci_cells_out():
+    import yaml
+
+    root = NOTEBOOKS[0].parent.parent
+    conf = yaml.safe_load((root / "mkdocs.yml").read_text())
+    jupyter = next(p["mkdocs-jupyter"] for p in conf["plugins"] if isinstance(p, dict)
+                   and "mkdocs-jupyter" in p)
+    assert jupyter["remove_tag_config"]["remove_cell_tags"] == ["ci"]

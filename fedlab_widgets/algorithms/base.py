@@ -28,6 +28,7 @@ from ..engines.base import ClientUpdates, LocalRule
 from ..params import check_params
 from ..secagg import SecureAggregation, cost_model
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
+from .compat import check_compatible
 from .fedper import PrivateHead
 from .privacy import DifferentialPrivacy
 from .scaffold import ControlVariates
@@ -228,27 +229,11 @@ class Algorithm:
         if not isinstance(personal_head, bool):
             raise ValueError(f"personal_head must be True or False; got {personal_head!r}")
         self.fedper = PrivateHead() if personal_head else None
-        if self.fedper is not None and control_variates:
-            raise ValueError("personal_head does not combine with SCAFFOLD's control variates")
         for what, obj, cls in (("differential_privacy", self.dp, DifferentialPrivacy),
                                ("secure_aggregation", self.secagg, SecureAggregation)):
             if obj is not None and not isinstance(obj, cls):
                 raise ValueError(f"{what} must be a {cls.__name__} or None; got {obj!r}")
-            if obj is None or AGGREGATORS.trait(self.aggregator_name, "sum"):
-                continue
-            why = AGGREGATORS.trait(self.aggregator_name, "why_not_sum")
-            if why is None and AGGREGATORS.trait(self.aggregator_name, "needs_each_update"):
-                why = (f"the {self.aggregator_name} aggregator needs each client's update, "
-                       + ("which secure aggregation hides from the server: only their sum "
-                          "is revealed" if what == "secure_aggregation" else
-                          "and the privacy accounting here is for a noisy sum"))
-            elif why is None:
-                why = "a custom aggregator is not a sum"
-            raise ValueError(f"{what} works with the mean aggregator only: {why}")
-        if self.scaffold is not None and (self.dp or self.secagg):
-            what = "differential_privacy" if self.dp else "secure_aggregation"
-            raise ValueError(f"{what} does not combine with SCAFFOLD here: its control "
-                             "variates would be sent unprotected")
+        check_compatible(self)
 
     def validate(self, clients_per_round: int) -> None:
         """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""

@@ -47,8 +47,8 @@ from ..seeds import generator
 __all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates"]
 
 DP_PARAMETERS: tuple[Param, ...] = (
-    Param("clip_norm", 1.0, lo=0.0, lo_open=True, hi=1e4, log=True, ui=(1e-2, 10.0),
-          doc="each client's update is clipped to this L2 norm"),
+    Param("clip_norm", 1.0, lo=0.0, lo_open=True, log=True, ui=(1e-2, 10.0),
+          doc="each client's update is clipped to this L2 norm (a huge one: no clipping)"),
     Param("noise_multiplier", 1.0, lo=0.0, hi=100.0, ui=(0.0, 5.0),
           doc="noise standard deviation on the sum, in units of clip_norm"),
     Param("delta", 1e-5, lo=0.0, lo_open=True, hi=1.0, hi_open=True, log=True,

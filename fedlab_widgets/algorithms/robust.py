@@ -28,6 +28,7 @@ Ties (equal Krum scores) go to the earlier row.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -67,10 +68,21 @@ def median(updates: ClientUpdates) -> torch.Tensor:
     return s[m // 2].clone() if m % 2 else 0.5 * (s[m // 2 - 1] + s[m // 2])
 
 
+def trimmed_count(trim_ratio: float, m: int) -> int:
+    """How many of ``m`` values the trimmed mean drops at each end: ``floor(trim_ratio * m)``,
+    the product taken exactly for the ratio as written (``0.29`` with 100 clients trims 29,
+    not the 28 that float rounding of 28.999999999999996 would give).
+
+    >>> trimmed_count(0.29, 100), trimmed_count(0.1, 25), trimmed_count(0.5, 7)
+    (29, 2, 3)
+    """
+    return math.floor(Fraction(repr(float(trim_ratio))) * m)
+
+
 def trimmed_mean(updates: ClientUpdates, *, trim_ratio: float = 0.1) -> torch.Tensor:
-    """Coordinate-wise mean after dropping the ``floor(trim_ratio * M)`` largest and smallest."""
+    """Coordinate-wise mean after dropping the :func:`trimmed_count` largest and smallest."""
     m = len(updates)
-    b = int(math.floor(trim_ratio * m))
+    b = trimmed_count(trim_ratio, m)
     if m - 2 * b < 1:
         raise ValueError(f"trim_ratio={trim_ratio:g} trims every update of {m}")
     s = updates.delta.sort(dim=0).values
@@ -98,7 +110,7 @@ def check_krum_clients(name: str, params: dict, m: int) -> None:
 
 def check_trimmed_clients(name: str, params: dict, m: int) -> None:
     """A ValueError if the trimmed mean would drop all ``m`` updates."""
-    if m - 2 * int(math.floor(params["trim_ratio"] * m)) < 1:
+    if m - 2 * trimmed_count(params["trim_ratio"], m) < 1:
         raise ValueError(f"trimmed_mean with trim_ratio={params['trim_ratio']:g} would drop all "
                          f"{m} updates")
 

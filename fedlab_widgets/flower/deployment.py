@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import run_parameter
 from ..history import History, RoundRecord
+from ..params import Param
 from .export import check_exportable, export_app
 from .version import FLOWER_VERSION, MAX_SUPERNODES, require_flower
 
@@ -224,6 +225,8 @@ def run_flower(sim, rounds: int, *, mode: str = "deployment", num_supernodes: in
         raise ValueError(f"mode must be 'deployment' (Flower's simulation runtime needs Ray, which "
                          f"often fails to start on a busy 2-core machine); got {mode!r}")
     rounds = run_parameter("rounds").check(rounds)
+    timeout = Param("timeout", 600.0, lo=0.0, lo_open=True,
+                    doc="seconds the whole run may take").check(timeout)
     check_exportable(sim)
     n = sim.num_clients if num_supernodes is None else num_supernodes
     if n != sim.num_clients or not 1 <= n <= MAX_SUPERNODES:

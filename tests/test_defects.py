@@ -1,0 +1,96 @@
+"""Defects found by careful use (issue 27): each test failed before its fix."""
+
+import math
+
+import pytest
+import torch
+
+from fedlab_widgets import Simulation, algorithms, attacks, compression, partition
+from fedlab_widgets.algorithms.robust import trimmed_count, trimmed_mean
+from fedlab_widgets.engines import ClientUpdates
+
+
+def _updates(m, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ClientUpdates(clients=list(range(m)), delta=torch.randn(m, d, generator=g),
+                         weight=torch.ones(m, dtype=torch.float64), steps=torch.ones(m, dtype=torch.int64),
+                         loss=torch.zeros(m, dtype=torch.float64))
+
+
+def test_trimmed_mean_trims_the_exact_product_of_ratio_and_clients():
+    assert 0.29 * 100 < 29                                 # the float product falls short
+    assert trimmed_count(0.29, 100) == 29                  # the rule: floor of the exact product
+    assert trimmed_count(0.1, 30) == 3 and trimmed_count(0.3, 10) == 3 and trimmed_count(0.49, 100) == 49
+    u = _updates(100)
+    s = u.delta.sort(dim=0).values
+    assert torch.equal(trimmed_mean(u, trim_ratio=0.29), s[29:71].mean(0))
+
+
+def test_dp_without_clipping_is_a_huge_clip_norm():
+    dp = algorithms.get("dp-fedavg", clip_norm=1e9, noise_multiplier=0.0)
+    assert dp.dp.params["clip_norm"] == 1e9
+    with pytest.raises(ValueError, match="clip_norm must be a number > 0; got nan"):
+        algorithms.get("dp-fedavg", clip_norm=math.nan)
+
+
+def test_qsgd_bucket_larger_than_the_model_costs_only_the_model():
+    from fedlab_widgets.compression import qsgd
+
+    v = torch.randn(2, 50)
+    gens = [torch.Generator().manual_seed(k) for k in range(2)]
+    q = qsgd(v, 8, 10 ** 9, gens)          # would allocate 2 x 10^9 floats before the fix
+    assert q.shape == v.shape
+    gens = [torch.Generator().manual_seed(k) for k in range(2)]
+    assert torch.equal(q, qsgd(v, 8, 50, gens))     # one bucket of the whole model
+
+
+def test_label_flip_mapping_is_checked_before_training_and_kept_in_the_history(train, test_set):
+    parts = partition(train.labels, "iid", 10, seed=0)
+    short = attacks.get("label_flip", fraction=0.5, mapping=[1, 0, 2])
+    with pytest.raises(ValueError, match="mapping must have one entry per class: the data have 10"):
+        Simulation("logreg", train, test_set, parts, attack=short)
+    a = attacks.get("label_flip", fraction=0.5, mapping=[1, 0, 3, 2, 5, 4, 7, 6, 9, 8])
+    b = attacks.get("label_flip", fraction=0.5)
+    ca = Simulation("logreg", train, test_set, parts, attack=a)
+    cb = Simulation("logreg", train, test_set, parts, attack=b)
+    assert ca.config() != cb.config() and ca.history.label != cb.history.label
+    assert ca.config()["attack_mapping"] == [1, 0, 3, 2, 5, 4, 7, 6, 9, 8]
+
+
+def test_partition_refuses_fractional_num_classes_and_missing_labels():
+    with pytest.raises(ValueError, match="num_classes"):
+        partition(torch.arange(100) % 10, "iid", 10, num_classes=10.5)
+    with pytest.raises(ValueError, match="labels"):
+        partition(None, "iid", 10)
+
+
+def test_partition_rows_must_not_be_negative(capsys, tmp_path):
+    from fedlab_widgets import cli
+
+    assert cli.main(["partition", "--data-dir", str(tmp_path), "--rows", "-1"]) == 2
+    assert "rows must be an integer >= 0; got -1" in capsys.readouterr().err
+
+
+def test_explorer_recovers_from_a_nan_typed_into_a_box(train):
+    from fedlab_widgets.widgets import PartitionExplorer
+
+    ex = PartitionExplorer(train, scheme="dirichlet", num_clients=10)
+    with pytest.raises(ValueError, match="alpha must be a number > 0; got nan"):
+        ex.update(alpha=math.nan)
+    good = ex.partition
+    ex.controls["seed"].value = -1                       # typed into the seed box
+    assert "seed must be an integer from 0" in ex.message.value and ex.partition is good
+    ex.controls["seed"].value = 3
+    assert ex.message.value == "" and ex.partition.seed == 3
+
+
+def test_run_flower_checks_its_arguments_before_any_process_starts(train, test_set):
+    from fedlab_widgets import flower
+
+    assert flower.FLOWER_AVAILABLE, "the test suite installs the flower extra"
+    sim = Simulation("logreg", train, test_set, partition(train.labels, "iid", 2, seed=0),
+                     client_fraction=1.0)
+    before = set(flower.processes_with("FLWR_HOME="))
+    with pytest.raises(ValueError, match="timeout must be a number > 0; got '10'"):
+        flower.run_flower(sim, 1, timeout="10")
+    assert set(flower.processes_with("FLWR_HOME=")) == before
