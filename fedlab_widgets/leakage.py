@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .params import Param
 from .seeds import generator
 from .threads import torch_threads
 
@@ -156,9 +158,17 @@ def invert_gradients(model: nn.Module, gradients: Sequence[torch.Tensor], *, num
     if distance not in ("l2", "cosine"):
         raise ValueError(f"distance must be 'l2' or 'cosine'; got {distance!r}")
     params = _params(model)
-    target = [g.detach() for g in gradients]
+    dtype = params[0].dtype if params else torch.float64
+    target = [torch.as_tensor(g).detach() for g in gradients]
     if len(target) != len(params) or any(a.shape != b.shape for a, b in zip(target, params)):
         raise ValueError("gradients must have one tensor per model parameter, of its shape")
+    if not all(bool(torch.isfinite(t).all()) for t in target):
+        raise ValueError("gradients must be finite: a NaN or infinite gradient cannot be inverted")
+    if dtype != torch.float64:
+        # L-BFGS matching a gradient to ~1e-10 needs float64: in float32 it silently diverges
+        model = copy.deepcopy(model).double()
+        params = _params(model)
+    target = [t.to(torch.float64) for t in target]
     if not (isinstance(restarts, int) and restarts >= 1):
         raise ValueError(f"restarts must be an integer >= 1; got {restarts!r}")
     given = None
@@ -167,6 +177,9 @@ def invert_gradients(model: nn.Module, gradients: Sequence[torch.Tensor], *, num
                                 dtype=torch.int64)
         if given.shape != (num_images,):
             raise ValueError(f"label must be one label or {num_images} labels; got {label!r}")
+        num_classes = [t for t in target if t.dim() == 2][-1].shape[0]
+        if int(given.min()) < 0 or int(given.max()) >= num_classes:
+            raise ValueError(f"label must be a class from 0 to {num_classes - 1}; got {label!r}")
     best = None
     with torch_threads(num_threads):
         for r in range(restarts):
@@ -176,7 +189,7 @@ def invert_gradients(model: nn.Module, gradients: Sequence[torch.Tensor], *, num
                 best = out
             if best[0] < tol:
                 break
-    return best[1], best[2]
+    return best[1].to(dtype), best[2]
 
 
 def _one_start(model, params, target, num_images, given, method, iterations, seed, callback,
@@ -240,8 +253,13 @@ def _one_start(model, params, target, num_images, given, method, iterations, see
 
 
 # -- what clients or the protocol can do to the gradient before sending it --------------------
+_MAX_NORM = Param("max_norm", 1.0, lo=0.0, lo_open=True, doc="the clipped gradient's L2 norm")
+_STD = Param("std", 0.1, lo=0.0, doc="the noise's standard deviation per coordinate")
+
+
 def clip(gradients: Sequence[torch.Tensor], max_norm: float) -> Grads:
     """Scale the whole gradient to L2 norm at most ``max_norm`` (DP's first step)."""
+    max_norm = _MAX_NORM.check(max_norm)
     norm = math.sqrt(sum(float((t * t).sum()) for t in gradients))
     scale = min(1.0, max_norm / max(norm, 1e-12))
     return [t * scale for t in gradients]
@@ -249,6 +267,7 @@ def clip(gradients: Sequence[torch.Tensor], max_norm: float) -> Grads:
 
 def add_noise(gradients: Sequence[torch.Tensor], std: float, *, seed: int = 0) -> Grads:
     """Add Gaussian noise of standard deviation ``std`` to every coordinate."""
+    std = _STD.check(std)
     g = generator(seed, 21)
     return [t + std * torch.randn(t.shape, generator=g, dtype=t.dtype) for t in gradients]
 

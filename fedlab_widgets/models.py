@@ -19,6 +19,7 @@ name           architecture                                                param
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from torch import nn
@@ -104,6 +105,8 @@ class LeNet(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
+_SEEDED_BUILD = threading.Lock()
+
 #: the models by name (a :class:`~fedlab_widgets.registry.Registry`: ``MODELS["2nn"]`` is the class)
 MODELS = Registry("model")
 MODELS.add("2nn", TwoNN, doc="McMahan et al.'s 2NN: 784-200-200-10, ReLU (199,210 parameters)")
@@ -135,7 +138,9 @@ def get_model(name: str, *, seed: int | None = None) -> nn.Module:
         MODELS.check(name)
     if seed is None:
         return MODELS[key]()
-    with torch.random.fork_rng(devices=[]):
+    # torch initialises layers from its global generator: seed it, build, restore, one
+    # thread at a time (two dashboards started together must not mix their draws)
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[key]()
 
