@@ -320,6 +320,20 @@ class SecureAggregation:
         ctx.state["secagg"] = out       # the last round's views, for notebooks and tests
         return out
 
+    def mask_step(self, updates, ctx, *, weighted: bool = True):
+        """The client step of a recipe: the updates with ``delta`` gone and ``masked`` set."""
+        return updates.replace(delta=None, masked=self.mask(updates, ctx, weighted=weighted))
+
+    @staticmethod
+    def unmasked_mean_of(updates) -> torch.Tensor:
+        """The aggregate of a recipe: the weighted mean, from the masked updates' sums alone."""
+        return SecureAggregation.unmasked_mean(updates.masked)
+
+    @staticmethod
+    def unmasked_sum_of(updates) -> torch.Tensor:
+        """The aggregate of a recipe under DP: the survivors' sum, from the masked updates."""
+        return SecureAggregation.unmasked_sum(updates.masked)
+
     @staticmethod
     def unmasked_mean(out: SecureSum) -> torch.Tensor:
         """Server: the weighted mean of the survivors, from the sums alone."""

@@ -234,6 +234,7 @@ class Algorithm:
             if obj is not None and not isinstance(obj, cls):
                 raise ValueError(f"{what} must be a {cls.__name__} or None; got {obj!r}")
         check_compatible(self)
+        self._recipe = self.recipe()
 
     def validate(self, clients_per_round: int) -> None:
         """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""
@@ -250,33 +251,43 @@ class Algorithm:
         """Where each client starts (``[M, D]``), or None for the global model (all but FedPer)."""
         return None if self.fedper is None else self.fedper.start(clients, ctx)
 
-    def client_steps(self, updates: ClientUpdates, ctx: RoundContext) -> ClientUpdates:
+    def recipe(self) -> dict:
+        """The round's steps in order, as plain callables: what this algorithm *is*.
+
+        ``client``: steps on the ``[M, D]`` updates (FedPer keeps the heads, SCAFFOLD updates
+        its control variates, your steps, DP clips, secure aggregation masks); ``aggregate``:
+        updates -> ``[D]`` (the aggregator, DP's sum, or secure aggregation's unmasked sum or
+        mean); ``server``: steps on the aggregate (DP's noise, your steps). DP and secure
+        aggregation wrap any recipe by adding their steps.
+        """
+        client, server = [], []
         if self.fedper is not None:
-            updates = self.fedper.keep_heads(updates, ctx, ctx.start)
+            client.append(lambda u, ctx: self.fedper.keep_heads(u, ctx, ctx.start))
         if self.scaffold is not None:
-            self.scaffold.update(updates, ctx)
-        for step in self.client_steps_list:
-            updates = step(updates, ctx)
+            client.append(self.scaffold.step)
+        client += self.client_steps_list
+        aggregate = self.aggregator
         if self.dp is not None:
-            updates = self.dp.clip(updates, ctx)
-        if self.secagg is not None:
-            # from here on the server holds only masked vectors, not the updates
-            masked = self.secagg.mask(updates, ctx, weighted=self.dp is None)
-            updates = updates.replace(delta=None, masked=masked)
+            client.append(self.dp.clip)
+            server.append(self.dp.noise)
+            aggregate = self.dp.sum
+        server += self.server_steps_list
+        if self.secagg is not None:   # from here on the server holds only masked vectors
+            client.append(functools.partial(self.secagg.mask_step, weighted=self.dp is None))
+            aggregate = SecureAggregation.unmasked_sum_of if self.dp is not None \
+                else SecureAggregation.unmasked_mean_of
+        return {"client": client, "aggregate": aggregate, "server": server}
+
+    def client_steps(self, updates: ClientUpdates, ctx: RoundContext) -> ClientUpdates:
+        for step in self._recipe["client"]:
+            updates = step(updates, ctx)
         return updates
 
     def aggregate(self, updates: ClientUpdates) -> torch.Tensor:
-        if self.secagg is not None:
-            return (SecureAggregation.unmasked_sum if self.dp is not None
-                    else SecureAggregation.unmasked_mean)(updates.masked)
-        if self.dp is not None:
-            return self.dp.sum(updates)
-        return self.aggregator(updates)
+        return self._recipe["aggregate"](updates)
 
     def server_steps(self, delta: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
-        if self.dp is not None:
-            delta = self.dp.noise(delta, ctx)
-        for step in self.server_steps_list:
+        for step in self._recipe["server"]:
             delta = step(delta, ctx)
         return delta
 

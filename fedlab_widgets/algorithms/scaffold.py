@@ -40,6 +40,11 @@ class ControlVariates:
         ck = ctx.store.gather(_KEY, clients, ctx.x.numel(), dtype=ctx.x.dtype)
         return torch.sub(self._server_c(ctx), ck)
 
+    def step(self, updates, ctx):
+        """The client step of a recipe: update the control variates, pass the updates on."""
+        self.update(updates, ctx)
+        return updates
+
     def update(self, updates, ctx) -> None:
         """Option II: new ``c_k`` from the model difference; ``c`` moves by their weighted change."""
         c = self._server_c(ctx)
