@@ -49,7 +49,7 @@ from .params import Param
 from .schemes import PARTITION_SCHEMES, SCHEME_PARAMETERS, SCHEMES
 
 __all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "PARTITION_SCHEMES",
-           "check_labels"]
+           "check_labels", "check_federation"]
 
 @dataclass(eq=False)
 class Partition:
@@ -274,3 +274,23 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     idx = [torch.from_numpy(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
     return Partition(client_indices=idx, labels=labels, num_classes=num_classes,
                      scheme=scheme, params=full, seed=seed)
+
+
+def check_federation(partition, train, test) -> None:
+    """A ValueError unless ``partition`` splits ``train`` and both datasets hold images and
+    labels (what a :class:`~fedlab_widgets.Simulation` is built from)."""
+    if not isinstance(partition, Partition):
+        raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
+                         f"got {type(partition).__name__}")
+    for what, data in (("train", train), ("test", test)):
+        if not (hasattr(data, "images") and hasattr(data, "labels")):
+            raise ValueError(f"{what} must be a dataset with .images and .labels (see "
+                             f"load_mnist); got {type(data).__name__}")
+        if not isinstance(data.labels, torch.Tensor):
+            raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
+        check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
+    if partition.labels.shape[0] != len(train.labels) or not torch.equal(
+            partition.labels, train.labels):
+        raise ValueError("partition must be made from the training labels it is used with "
+                         f"(partition has {partition.labels.shape[0]} samples, "
+                         f"train has {len(train.labels)})")

@@ -43,7 +43,7 @@ from .algorithms import Algorithm, ClientStore
 from .engines import ENGINES, FlatLayout, Schedule, get_engine, sgd_steps
 from .history import History, RoundRecord
 from .models import as_model, count_parameters
-from .partition import Partition, check_labels
+from .partition import Partition, check_federation
 from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
 from .evaluation import Subset, evaluate
 from .round import play_round
@@ -130,7 +130,7 @@ class Simulation:
         self.compression = _compression.resolve(compression)
         check_compatible(self.algorithm, self.compression)
         self.local_test_fraction = cfg.local_test_fraction
-        _check_data(partition, train, test)
+        check_federation(partition, train, test)
         if self.attack is not None:
             self.attack.check_data(train)
         self.train, self.test = train, test
@@ -336,25 +336,6 @@ class Simulation:
             if bar is not None:
                 bar.close()
         return self.history
-
-
-def _check_data(partition, train, test) -> None:
-    """The partition and datasets a Simulation is built from, checked."""
-    if not isinstance(partition, Partition):
-        raise ValueError(f"partition must be a Partition (see fedlab_widgets.partition); "
-                         f"got {type(partition).__name__}")
-    for what, data in (("train", train), ("test", test)):
-        if not (hasattr(data, "images") and hasattr(data, "labels")):
-            raise ValueError(f"{what} must be a dataset with .images and .labels (see "
-                             f"load_mnist); got {type(data).__name__}")
-        if not isinstance(data.labels, torch.Tensor):
-            raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
-        check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
-    if partition.labels.shape[0] != len(train.labels) or not torch.equal(
-            partition.labels, train.labels):
-        raise ValueError("partition must be made from the training labels it is used with "
-                         f"(partition has {partition.labels.shape[0]} samples, "
-                         f"train has {len(train.labels)})")
 
 
 # the settings' docs, generated from the run table (one place for every front end's doc)
