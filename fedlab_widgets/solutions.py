@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
+__all__ = ["answer", "report", "ANSWERS", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
            "pairwise_mask", "topk_with_error_feedback", "worst_decile"]
 
 
@@ -73,13 +73,21 @@ ANSWERS = {
 def answer(exercise: str, mine):
     """``mine`` if the learner has answered (not None), else the reference answer.
 
-    Says which one the check is about to use, so a learner who ran the check cell
-    before answering is not misled.
+    Says which one the check is about to use, without giving the reference away: a
+    learner who runs everything before answering sees no answer they have not tried.
     """
     if mine is not None:
         return mine
-    print(f"(No answer yet: checking the reference solution, {ANSWERS[exercise]!r}.)")
+    print("(No answer yet: the check ran on the reference answer, which stays hidden. "
+          "Fill in the cell above, then run this cell again.)")
     return ANSWERS[exercise]
+
+
+def report(answered: bool, *lines) -> None:
+    """Print a check's verdict, only for an answer the learner gave (the reference's would
+    give it away)."""
+    if answered:
+        print(*lines)
 
 
 # -- 11-dropouts-stragglers-compression --------------------------------------------------------

@@ -147,3 +147,15 @@ def test_models_built_in_two_threads_at_once_get_their_own_seeds_weights():
     for t in threads:
         t.join()
     assert len(wrong) == 20 and not any(wrong), f"{sum(wrong)} of 20 builds got other weights"
+
+
+def test_an_unanswered_check_does_not_give_the_reference_away(capsys):
+    from fedlab_widgets import solutions
+
+    assert solutions.answer("01.1", None) == solutions.ANSWERS["01.1"]
+    solutions.report(False, "correct: 31.87 MB per round")
+    out = capsys.readouterr().out
+    assert "31.9" not in out and "31.87" not in out and "hidden" in out
+    assert solutions.answer("01.1", 30.0) == 30.0
+    solutions.report(True, "not quite")
+    assert capsys.readouterr().out == "not quite\n"
