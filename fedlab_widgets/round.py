@@ -39,6 +39,7 @@ def server_half(algorithm, updates, ctx: RoundContext, *, attack=None, malicious
     steps (SCAFFOLD's control variates, DP clipping, secure aggregation's masks), the
     aggregator, the server steps (DP noise) and the server optimiser, in that order.
     """
+    ctx.reporting = len(updates)
     if attack is not None:
         updates = attack.client_step(updates, ctx, malicious)
     if compression is not None:

@@ -256,3 +256,22 @@ def test_every_setting_is_covered():
     assert api >= 50 and dashboard >= 40
     assert all(prm is not None for prm in SCHEME_PARAMETER.values() if prm)
     assert dataclasses.is_dataclass(RUN_PARAMETERS[0]) and CHOOSERS
+
+
+def test_no_two_tables_claim_one_name_in_a_front_end():
+    """One flag and one control per name: a parameter name means one thing in the CLI and
+    the dashboard (FedDyn's alpha is dyn_alpha, not the Dirichlet alpha)."""
+    from fedlab_widgets.frontends.settings import SECTIONS, setting_parameter
+
+    cli.build_parser()                                 # argparse refuses a flag given twice
+    owners = {}
+    for tables, prefix in ((PARTITION_SCHEMES.table(), ""), (algorithms.PARAMETERS, ""),
+                           (algorithms.AGGREGATOR_PARAMETERS, ""), (attacks.PARAMETERS, "attack_")):
+        for owner, table in tables.items():
+            for prm in table:
+                owners.setdefault(prefix + prm.name, set()).add(id(tables))
+    clash = {n for n, o in owners.items() if len(o) > 1}
+    assert not clash, clash
+    names = [n for _, ns in SECTIONS.values() for n in ns]
+    assert len(names) == len(set(names))
+    assert all(setting_parameter(n) is not None for n in names)

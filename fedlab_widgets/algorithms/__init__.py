@@ -14,6 +14,8 @@ name           what changes from FedAvg                                         
 ``fedadagrad`` server Adagrad (Reddi et al. 2021)                                ``server_lr``, ``beta1``, ``tau``
 ``dp-fedavg``  clip each update, sum, add Gaussian noise, divide by m            ``clip_norm``, ``noise_multiplier``,
                (McMahan et al. 2018); epsilon from dp-accounting                 ``delta``
+``feddyn``     every local gradient gets ``alpha (w - x) - g_k``; ``g_k`` and the   ``dyn_alpha``
+               server's ``h`` track the clients' drift (Acar et al. 2021)
 ``fedper``     each client keeps its own last layer (personal head); only the    --
                other layers are federated (Arivazhagan et al. 2019)
 =============  ===============================================================  =====================================
@@ -36,7 +38,7 @@ Traceback (most recent call last):
 ValueError: mu must be a number from 0 to 10; got -1
 >>> algorithms.get("fedsgd")
 Traceback (most recent call last):
-ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, fedper; got 'fedsgd'
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, feddyn, fedper; got 'fedsgd'
 >>> algorithms.get("fedprox", mu=0.1, secure_aggregation=True)
 Algorithm(fedprox(mu=0.1, secagg))
 >>> algorithms.get("fedavg", aggregator="median", secure_aggregation=True)
@@ -55,6 +57,7 @@ from ..registry import Registry
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS, fednova, weighted_mean
 from ..secagg import SECAGG_PARAMETERS, SecureAggregation
 from .base import Algorithm, ClientStore, RoundContext
+from .feddyn import DynamicRegulariser
 from .privacy import DP_PARAMETERS, DifferentialPrivacy
 from .robust import krum, median, multikrum, norm_clip, trimmed_mean
 from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
@@ -133,6 +136,17 @@ ALGORITHMS.add("fedadagrad", _adaptive("adagrad"), (_server_lr(0.01), _BETA1, _T
 ALGORITHMS.add("dp-fedavg", lambda **dp: {"differential_privacy": DifferentialPrivacy(**dp)},
                DP_PARAMETERS, doc="clip each update, sum, add Gaussian noise, divide by m "
                                   "(McMahan et al. 2018)", private=True)
+@ALGORITHMS.register("feddyn", Param("dyn_alpha", 0.01, lo=0.0, lo_open=True, hi=10.0, log=True,
+                                     ui=(1e-4, 1.0), doc="FedDyn's alpha, the dynamic regulariser's "
+                                         "weight (not the Dirichlet alpha)"),
+                     doc="a per-client linear term and a proximal term that move each client's "
+                         "optimum to the global one (Acar et al. 2021)")
+def _feddyn(dyn_alpha) -> dict:
+    dyn = DynamicRegulariser(dyn_alpha)
+    return {"mu": dyn_alpha, "corrections": [dyn.correction], "own_client_steps": [dyn.client_step],
+            "own_server_steps": [dyn.server_step]}
+
+
 ALGORITHMS.add("fedper", lambda: {"personal_head": True},
                doc="each client keeps its own last layer (Arivazhagan et al. 2019)")
 

@@ -129,6 +129,7 @@ class RoundContext:
     seed: int = 0
     clients_per_round: int = 1
     head: slice | None = None
+    reporting: int = 0        # updates aggregated this round (set by the round's server half)
     start: torch.Tensor | None = None
 
 
@@ -172,6 +173,10 @@ class Algorithm:
         Mask every update (Bonawitz et al. 2017) so that the server learns only the
         sum. Needs the mean aggregator: robust aggregators need the individual
         updates, which the server then never sees.
+    corrections, own_client_steps, own_server_steps : lists of callables, optional
+        A recipe's own pieces (FedDyn's): corrections ``(clients, ctx) -> [M, D]`` added to
+        every local gradient, and steps on the updates and on the aggregate run before
+        ``client_steps`` and ``server_steps`` (and not named in the run label).
     personal_head : bool, default False
         FedPer (Arivazhagan et al. 2019): each client keeps its own last layer,
         starts every round from it, and sends only the other layers' update.
@@ -195,7 +200,8 @@ class Algorithm:
                  server_optimizer: ServerOptimizer | None = None,
                  differential_privacy: DifferentialPrivacy | None = None,
                  secure_aggregation: SecureAggregation | None = None,
-                 personal_head: bool = False):
+                 personal_head: bool = False, corrections: Sequence[Callable] = (),
+                 own_client_steps: Sequence[Callable] = (), own_server_steps: Sequence[Callable] = ()):
         self.name = name
         self.params = dict(params or {})
         self.mu = float(mu)
@@ -223,6 +229,10 @@ class Algorithm:
             if not all(callable(s) for s in steps):
                 raise ValueError(f"{what} must be a list of functions; got {steps!r}")
         self.client_steps_list = list(client_steps)
+        # a recipe's own pieces (FedDyn's): local corrections ``(clients, ctx) -> [M, D]``
+        # added to every local gradient, and state steps run before the custom ones
+        self.corrections = list(corrections)
+        self.own_client_steps, self.own_server_steps = list(own_client_steps), list(own_server_steps)
         self.server_steps_list = list(server_steps)
         self.server_optimizer = server_optimizer or ServerSGD(lr=1.0)
         self.dp, self.secagg = differential_privacy, secure_aggregation
@@ -244,7 +254,11 @@ class Algorithm:
 
     # -- what the round calls ---------------------------------------------------------------
     def local_rule(self, clients: Sequence[int], ctx: RoundContext) -> LocalRule:
-        correction = None if self.scaffold is None else self.scaffold.correction(clients, ctx)
+        parts = ([] if self.scaffold is None else [self.scaffold.correction]) + self.corrections
+        correction = None
+        for part in parts:
+            c = part(clients, ctx)
+            correction = c if correction is None else correction + c
         return LocalRule(mu=self.mu, correction=correction)
 
     def local_start(self, clients: Sequence[int], ctx: RoundContext) -> torch.Tensor | None:
@@ -265,13 +279,13 @@ class Algorithm:
             client.append(lambda u, ctx: self.fedper.keep_heads(u, ctx, ctx.start))
         if self.scaffold is not None:
             client.append(self.scaffold.step)
-        client += self.client_steps_list
+        client += self.own_client_steps + self.client_steps_list
         aggregate = self.aggregator
         if self.dp is not None:
             client.append(self.dp.clip)
             server.append(self.dp.noise)
             aggregate = self.dp.sum
-        server += self.server_steps_list
+        server += self.own_server_steps + self.server_steps_list
         if self.secagg is not None:   # from here on the server holds only masked vectors
             client.append(functools.partial(self.secagg.mask_step, weighted=self.dp is None))
             aggregate = SecureAggregation.unmasked_sum_of if self.dp is not None \

@@ -22,7 +22,7 @@ def check_exportable(sim) -> None:
     if sim.model_name not in MODELS:
         why.append("the model must be a name from get_model (the server rebuilds it from the seed)")
     alg = sim.algorithm
-    if alg.scaffold is not None or alg.fedper is not None:
+    if alg.scaffold is not None or alg.fedper is not None or alg.own_client_steps:
         why.append(f"{alg.name} keeps state on each client across rounds, which this bridge "
                    "does not carry yet")
     if alg.secagg is not None:
