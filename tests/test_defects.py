@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fedlab_widgets import Simulation, algorithms, attacks, compression, partition
+from fedlab_widgets import Simulation, algorithms, attacks, partition
 from fedlab_widgets.algorithms.robust import trimmed_count, trimmed_mean
 from fedlab_widgets.engines import ClientUpdates
 

@@ -19,12 +19,12 @@ client). A step is a plain function: ``client_step(updates, ctx) -> updates``,
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from ..engines.base import ClientUpdates, LocalRule
+from .context import ClientStore, RoundContext
 from ..params import check_params
 from ..secagg import SecureAggregation, cost_model
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS
@@ -37,100 +37,6 @@ from .server_optimizers import ServerOptimizer, ServerSGD
 __all__ = ["Algorithm", "RoundContext", "ClientStore", "BYTES_PER_PARAMETER"]
 
 BYTES_PER_PARAMETER = 4  # float32 on the wire
-
-
-class ClientStore:
-    """Per-client state that persists across rounds, created when a client is first sampled.
-
-    ``gather(name, clients, size)`` returns one row per client (zeros for a client
-    seen for the first time); ``scatter(name, clients, rows)`` keeps new rows.
-    Nothing is allocated for clients never sampled.
-
-    Examples
-    --------
-    >>> import torch
-    >>> store = ClientStore()
-    >>> store.gather("c", [3, 7], 2)
-    tensor([[0., 0.],
-            [0., 0.]])
-    >>> store.scatter("c", [7], torch.ones(1, 2))
-    >>> store.gather("c", [3, 7], 2)[1]
-    tensor([1., 1.])
-    >>> len(store)
-    1
-    """
-
-    def __init__(self):
-        self._data: dict[str, dict[int, torch.Tensor]] = {}
-
-    def gather(self, name: str, clients: Sequence[int], size: int,
-               dtype=torch.float32) -> torch.Tensor:
-        table = self._data.get(name, {})
-        out = torch.zeros(len(clients), size, dtype=dtype)
-        for i, k in enumerate(clients):
-            if k in table:
-                out[i] = table[k]
-        return out
-
-    def scatter(self, name: str, clients: Sequence[int], rows: torch.Tensor) -> None:
-        table = self._data.setdefault(name, {})
-        for i, k in enumerate(clients):
-            table[int(k)] = rows[i].clone()
-
-    def get(self, name: str, client: int) -> torch.Tensor | None:
-        """Client ``client``'s row ``name``, or None if it has none yet."""
-        return self._data.get(name, {}).get(int(client))
-
-    def clients(self, name: str) -> list[int]:
-        """The clients that have a row ``name``."""
-        return sorted(self._data.get(name, {}))
-
-    def __len__(self) -> int:
-        """Number of clients with any state."""
-        return len(set().union(*[set(t) for t in self._data.values()])) if self._data else 0
-
-
-@dataclass
-class RoundContext:
-    """What the steps of a round may read, and where they keep state.
-
-    Attributes
-    ----------
-    round : int
-    x : Tensor [D]
-        The global model at the start of the round (flat; do not modify).
-    lr : float
-        The clients' learning rate.
-    num_clients : int
-        K, all clients (not only the sampled ones).
-    total_samples : int
-        All clients' training samples together.
-    state : dict
-        Server-side state kept across rounds (server optimiser moments, SCAFFOLD's c).
-    store : ClientStore
-        Per-client state kept across rounds (SCAFFOLD's c_k).
-    seed : int
-        The simulation's seed (derive a generator from it with the round for randomness).
-    clients_per_round : int
-        m, the number of clients sampled each round (DP-FedAvg's fixed denominator).
-    head : slice, optional
-        The flat coordinates of the model's last layer (FedPer's personal head).
-    start : Tensor [M, D], optional
-        Where each client started this round, when not from ``x`` (FedPer).
-    """
-
-    round: int
-    x: torch.Tensor
-    lr: float
-    num_clients: int
-    total_samples: int
-    state: dict = field(default_factory=dict)
-    store: ClientStore = field(default_factory=ClientStore)
-    seed: int = 0
-    clients_per_round: int = 1
-    head: slice | None = None
-    reporting: int = 0        # updates aggregated this round (set by the round's server half)
-    start: torch.Tensor | None = None
 
 
 def _named(fn) -> str:
