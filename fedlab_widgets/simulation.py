@@ -339,4 +339,5 @@ class Simulation:
 
 
 # the settings' docs, generated from the run table (one place for every front end's doc)
-Simulation.__doc__ = Simulation.__doc__.replace("{settings}", settings_doc(RUN_PARAMETERS))
+if Simulation.__doc__:   # None under python -OO
+    Simulation.__doc__ = Simulation.__doc__.replace("{settings}", settings_doc(RUN_PARAMETERS))

@@ -388,3 +388,11 @@ def test_out_of_range_values_are_refused_not_clamped(dashboard, train, test_set)
     with pytest.raises(ValueError, match="num_clients must be an integer >= 1; got -3"):
         explorer.update(alpha=0.1, num_clients=-3)
     assert explorer.controls["alpha"].value == 0.5
+
+
+def test_a_chosen_algorithm_starts_at_its_own_defaults(train, test_set):
+    """server_lr is shared by several algorithms with different defaults: FedAdam's is 0.01."""
+    d = FedAvgDashboard(train, test_set, algorithm="fedadam", num_clients=20)
+    assert d.controls["server_lr"].value == pytest.approx(0.01)
+    d2 = FedAvgDashboard(train, test_set, algorithm="fedadam", server_lr=0.1, num_clients=20)
+    assert d2.controls["server_lr"].value == pytest.approx(0.1)

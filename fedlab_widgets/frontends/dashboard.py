@@ -137,18 +137,19 @@ class FedAvgDashboard(Displayable):
         for chooser in CHOOSERS:
             c[chooser].observe(lambda _, ch=chooser: self._show_chosen(ch, reset=True),
                                names="value")
-            self._show_chosen(chooser)
+            self._show_chosen(chooser, reset=True, keep=values)
         s = self.settings()
         make_algorithm(s), make_attack(s)   # the combination checked: a ValueError names it
 
-    def _show_chosen(self, chooser: str, reset: bool = False) -> None:
-        """Show the parameters of what ``chooser`` selects, only; ``reset``: at its defaults."""
+    def _show_chosen(self, chooser: str, reset: bool = False, keep=()) -> None:
+        """Show the parameters of what ``chooser`` selects, only; ``reset``: at its defaults
+        (the values in ``keep`` stay: the ones given to the constructor)."""
         tables, union, prefix = CHOOSERS[chooser]
         chosen = self.controls[chooser].value
         table = {prefix + p.name: p for p in tables.get(chosen, ())}
         for name in union:
             self.controls[name].layout.display = None if name in table else "none"
-            if reset and name in table:
+            if reset and name in table and name not in keep:
                 self.controls[name].value = table[name].default
 
     def _make_layout(self) -> None:
