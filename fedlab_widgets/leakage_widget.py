@@ -66,7 +66,7 @@ class LeakageDemo(Displayable):
         self.seed = seed
         self.controls = {
             "index": W.BoundedIntText(value=index, min=0, max=len(test) - 1,
-                                      description="test digit #", layout=W.Layout(width="200px")),
+                                      description="test image index", layout=W.Layout(width="200px")),
             "share": W.Dropdown(options=list(SHARES), value=share, description="client sends",
                                 style={"description_width": "100px"},
                                 layout=W.Layout(width="380px")),

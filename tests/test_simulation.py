@@ -261,7 +261,7 @@ def test_eval_subset_gives_cheap_estimates_between_whole_test_set_evaluations(tr
     assert np.isfinite(h.accuracy).all()
     # the subset is fixed by the seed; the last estimate is what evaluate() gives on it
     again = Simulation("2nn", train, test_set, parts, seed=3, eval_subset=500)
-    assert torch.equal(again._subset.labels, sim.test_subset.labels)
+    assert torch.equal(again.test_subset.labels, sim.test_subset.labels)
     four = Simulation("2nn", train, test_set, parts, client_fraction=0.1, lr=0.05, seed=3)
     four.run(4)   # evaluating does not change training: this is the first run's model at round 4
     assert evaluate(four.global_model, sim.test_subset)[0] == h.accuracy[3]
