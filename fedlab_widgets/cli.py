@@ -208,8 +208,9 @@ def _report(sim, h, cfg, secs: float) -> None:
     print(f"final accuracy {h.final_accuracy:.4f} after {len(h)} rounds "
           f"(best {h.best_accuracy:.4f}), {secs:.1f} s, "
           f"{h.bytes_total[-1] / 1e6:.1f} MB communicated")
-    if sim.attack is not None and sim.attack.name == "backdoor":
-        print(f"backdoor attack success rate {h.attack_success[-1]:.4f}")
+    asr = h.attack_success[np.isfinite(h.attack_success)] if len(h) else []
+    if len(asr):   # an attack that measures its success (a backdoor's)
+        print(f"{sim.attack.name} attack success rate {asr[-1]:.4f}")
     if alg.dp is not None and len(h):
         print(f"privacy spent: epsilon {h.epsilon[-1]:.3g} at delta {alg.dp.delta:g} "
               f"(RDP accountant, {sim.clients_per_round} of {sim.num_clients} clients sampled "

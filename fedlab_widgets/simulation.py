@@ -125,8 +125,8 @@ class Simulation:
         self.attack = _attacks.resolve(attack)
         self.dropout, self.stragglers = cfg.dropout, cfg.stragglers
         self.straggler_work = cfg.straggler_work
-        self.straggler_mode = cfg.straggler_mode if cfg.straggler_mode != "auto" else (
-            "drop" if self.algorithm.name == "fedavg" else "partial")
+        self.straggler_mode = cfg.straggler_mode if cfg.straggler_mode != "auto" else \
+            _algorithms.ALGORITHMS.trait(self.algorithm.name, "stragglers", "partial")
         self.compression = _compression.resolve(compression)
         check_compatible(self.algorithm, self.compression)
         self.local_test_fraction = cfg.local_test_fraction

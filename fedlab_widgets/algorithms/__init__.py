@@ -86,7 +86,8 @@ _TAU = Param("tau", 1e-3, lo=0.0, lo_open=True, hi=1.0, log=True, ui=(1e-6, 1e-1
 ALGORITHMS = Registry("algorithm")
 
 
-@ALGORITHMS.register("fedavg", doc="weighted mean of the updates, x + delta (McMahan et al. 2017)")
+@ALGORITHMS.register("fedavg", doc="weighted mean of the updates, x + delta (McMahan et al. 2017)",
+                     stragglers="drop")   # FedAvg as deployed drops stragglers; the others use their work
 def _fedavg() -> dict:
     return {}
 
