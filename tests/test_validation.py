@@ -275,3 +275,12 @@ def test_no_two_tables_claim_one_name_in_a_front_end():
     names = [n for _, ns in SECTIONS.values() for n in ns]
     assert len(names) == len(set(names))
     assert all(setting_parameter(n) is not None for n in names)
+
+
+def test_the_run_tables_engine_choices_are_the_registered_engines():
+    from fedlab_widgets.config import ENGINE_NAMES, run_parameter
+    from fedlab_widgets.engines import ENGINES
+    from fedlab_widgets.models import MODELS, TRAINABLE_MODELS
+
+    assert ENGINE_NAMES == ("auto", *ENGINES) == run_parameter("engine").choices
+    assert set(TRAINABLE_MODELS) <= set(MODELS) and "lenet" not in TRAINABLE_MODELS
