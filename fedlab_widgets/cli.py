@@ -57,8 +57,11 @@ def _add_partition_args(p: argparse.ArgumentParser) -> None:
                    "$FEDLAB_DATA_DIR, then the repository's data/)")
     g.add_argument("--partition", dest="scheme", choices=SCHEMES, default="iid",
                    help="how the training data is split among clients (default: iid)")
-    g.add_argument("--clients", type=int, default=100, help="number of clients K (default: 100)")
+    g.add_argument("--clients", type=int, default=None,
+                   help="number of clients K (default: 100; with --partition writer, one per writer)")
     add_table_args(g, SCHEME_PARAMETERS, "--partition")
+    from .features import FEATURE_PARAMETERS
+    add_table_args(g, {"skew": FEATURE_PARAMETERS}, "feature")
     add_run_args(g, ["seed"])
 
 
@@ -129,6 +132,24 @@ def _scheme_params(args) -> dict:
     return table_params(args, SCHEME_PARAMETERS, args.scheme, "--partition")
 
 
+def _skew_params(args) -> dict:
+    from .features import FEATURE_PARAMETERS
+
+    return table_params(args, {"skew": FEATURE_PARAMETERS}, "skew", "feature skew")
+
+
+def _federation(args, train, seed: int):
+    """The partition the flags ask for, and the training data with its feature skew."""
+    from .features import skew_features
+    from .partition import partition
+
+    skew = _skew_params(args)
+    p = partition(train, args.scheme, args.clients, seed=seed, **_scheme_params(args))
+    if skew.get("rotation", "none") != "none" or skew.get("noise"):
+        train = skew_features(train, p, seed=seed, **skew)
+    return p, train
+
+
 def _load(args):
     from .datasets import load_fashion_mnist, load_mnist
 
@@ -136,14 +157,13 @@ def _load(args):
 
 
 def _cmd_partition(args) -> int:
-    from .partition import partition
 
-    params = _scheme_params(args)
+    _scheme_params(args), _skew_params(args)   # checked before the data are loaded
     seed = run_config(args).seed
     Param("rows", 10, kind="int", lo=0, doc="clients listed in the table").check(args.rows)
     train, _ = _load(args)
-    p = partition(train.labels, args.scheme, args.clients, seed=seed, **params)
-    print(p.describe(max_rows=args.rows))
+    p, train = _federation(args, train, seed)
+    print(p.with_images(train.images).describe(max_rows=args.rows))
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -258,16 +278,15 @@ def _save(folder: str, h, cfg) -> None:
 
 
 def _cmd_run(args) -> int:
-    from .partition import partition
     from .simulation import Simulation
 
     # everything that can be checked is checked before the data are loaded and trained on
     cfg = run_config(args)
-    params = _scheme_params(args)
+    _scheme_params(args), _skew_params(args)   # checked before the data are loaded
     alg, attack, comp = _named_things(args)
     _check_out(args.out)
     train, test = _load(args)
-    p = partition(train.labels, args.scheme, args.clients, seed=cfg.seed, **params)
+    p, train = _federation(args, train, cfg.seed)
     sim = Simulation(args.model, train, test, p, config=cfg, algorithm=alg, attack=attack,
                      compression=comp)
     print(f"{sim.history.label}; {sim.clients_per_round} clients per round, "

@@ -12,7 +12,9 @@ Where the files are looked for, first match wins:
    ``~/.cache/fedlab_widgets`` when the package is installed outside a checkout.
 
 torchvision's layout is used below the root: ``<root>/MNIST/raw/`` holds the four
-MNIST files, ``<root>/FashionMNIST/raw/`` the four Fashion-MNIST files.
+MNIST files, ``<root>/FashionMNIST/raw/`` the four Fashion-MNIST files, and
+``<root>/QMNIST/raw/`` QMNIST's two extended-label files, which give MNIST's digits their
+writers (:mod:`fedlab_widgets.writers`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import gzip
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
+
+from . import writers as _writers
 
 __all__ = [
     "FederatedDataset",
@@ -66,6 +71,11 @@ class FederatedDataset:
         ``"MNIST"`` or ``"FashionMNIST"``.
     split : str
         ``"train"`` or ``"test"``.
+    columns : dict of str to torch.Tensor
+        Extra per-sample columns: MNIST's ``"writers"`` and ``"series"`` when QMNIST's
+        label files were found (read them as :attr:`writers` and :attr:`series`).
+    feature_skew : dict or None
+        How the images were transformed per client (:func:`~fedlab_widgets.features.skew_features`).
     """
 
     images: torch.Tensor
@@ -75,9 +85,61 @@ class FederatedDataset:
     split: str = "train"
     mean: float = field(default=0.0, repr=False)
     std: float = field(default=1.0, repr=False)
+    columns: dict = field(default_factory=dict, repr=False)
+    feature_skew: dict | None = field(default=None, repr=False)
+    #: why there are no writers (a message), and how to get them on first use (downloads)
+    missing_writers: str | None = field(default=None, repr=False)
+    fetch_writers: Callable | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def _column(self, name: str) -> torch.Tensor:
+        if name not in self.columns and self.fetch_writers is not None:
+            fetch, self.fetch_writers = self.fetch_writers, None
+            try:
+                fetch()   # fills this dataset's columns (and its sibling's), or raises
+            except _writers.WritersNotFoundError as e:
+                self.missing_writers = str(e)
+                raise
+        if name not in self.columns:
+            raise _writers.WritersNotFoundError(self.missing_writers or (
+                f"{self.name} {self.split} has no {name} (only MNIST's digits have writers: "
+                f"load them with load_mnist())"))
+        col = self.columns[name]
+        if len(col) != len(self.labels):
+            raise ValueError(f"this dataset's {name} ({len(col)}) do not match its {len(self)} "
+                             f"samples: take subsets with dataset.subset(indices), which keeps "
+                             f"the columns in step")
+        return col
+
+    def subset(self, indices) -> "FederatedDataset":
+        """The samples at ``indices`` (images, labels and columns such as writers alike)."""
+        ix = torch.as_tensor(indices, dtype=torch.int64)
+        return replace(
+            self, images=self.images[ix].contiguous(), labels=self.labels[ix].contiguous(),
+            columns={k: v[ix] for k, v in self.columns.items()}, fetch_writers=None,
+            feature_skew=None)
+
+    @property
+    def writers(self) -> torch.Tensor:
+        """The NIST writer of every sample (int64 ``[N]``; MNIST only); when QMNIST's files
+        are missing, a :class:`~fedlab_widgets.writers.WritersNotFoundError` says where to put them."""
+        return self._column("writers")
+
+    @property
+    def series(self) -> torch.Tensor:
+        """Every sample's NIST series (int64 ``[N]``: 0 = Census employees, 4 = students)."""
+        return self._column("series")
+
+    @property
+    def has_writers(self) -> bool:
+        """Whether :attr:`writers` is available (downloading it first if need be)."""
+        try:
+            self._column("writers")
+        except _writers.WritersNotFoundError:
+            return False
+        return True
 
     @property
     def num_classes(self) -> int:
@@ -113,7 +175,11 @@ def load_mnist(root: str | os.PathLike | None = None) -> tuple[FederatedDataset,
     Returns
     -------
     train, test : FederatedDataset
-        60,000 and 10,000 images, normalised with the training mean and std.
+        60,000 and 10,000 images, normalised with the training mean and std. Each
+        knows the writer of every digit (``train.writers``, ``train.series``) when
+        QMNIST's label files are in ``<root>/QMNIST/raw/`` (downloaded on first use
+        when online; see :mod:`fedlab_widgets.writers`): 539 training writers and 297
+        other test writers.
 
     Raises
     ------
@@ -152,7 +218,9 @@ def _load(name: str, root) -> tuple[FederatedDataset, FederatedDataset]:
     base = data_root(root)
     key = (name, str(base.resolve()))
     if key not in _CACHE:
-        _CACHE[key] = _read(name, base)
+        train, test = _read(name, base)
+        _writers.attach(train, test, base)
+        _CACHE[key] = train, test
     return _CACHE[key]
 
 

@@ -100,12 +100,21 @@ def add_table_args(group, tables: dict, what: str, prefix: str = "") -> None:
             owners.setdefault(prm.name, []).append(owner)
             first.setdefault(prm.name, prm)
     for name, prm in first.items():
-        defaults = ", ".join(f"{o} {next(q for q in tables[o] if q.name == name).default:g}"
+        defaults = ", ".join(f"{o} {_text(next(q for q in tables[o] if q.name == name).default)}"
                              for o in owners[name])
+        if prm.kind == "choice":
+            extra = {"metavar": "{" + ",".join(prm.choices) + "}"}
+        else:
+            extra = {}
         group.add_argument(flag_name(prefix + name), dest=prefix + name, default=None,
                            type=parser_for(prm),
                            help=f"{prm.doc} ({what} {', '.join(owners[name])}; "
-                                f"{prm.range_text()}; default: {defaults})")
+                                f"{prm.range_text()}; default: {defaults})", **extra)
+
+
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else str(value)
 
 
 def table_params(args, tables: dict, chosen: str | None, option: str, prefix: str = "",

@@ -35,6 +35,13 @@ Schemes
     ``min_size`` plus a Pareto(``exponent``) share of the data; each label's
     samples are split among its holders in proportion to what they want. A
     smaller ``exponent`` gives a heavier tail (a few very large clients).
+``writer``
+    MNIST's real writers (QMNIST's extended labels; needs the dataset, not its labels):
+    one client per writer when ``num_clients`` is left out (539 clients of 19 to 131
+    digits), else ``num_clients`` groups of whole writers (never a writer split across
+    clients), the writers shuffled by ``seed`` and dealt into groups whose numbers of
+    writers differ by at most one. ``population`` keeps only Census employees' or
+    high-school students' digits (the others belong to no client).
 """
 
 from __future__ import annotations
@@ -45,11 +52,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .features import feature_skew
 from .params import Param
 from .schemes import PARTITION_SCHEMES, SCHEME_PARAMETERS, SCHEMES
 
 __all__ = ["partition", "Partition", "SCHEMES", "SCHEME_PARAMETERS", "PARTITION_SCHEMES",
-           "check_labels", "check_federation"]
+           "check_labels", "check_federation", "feature_skew"]
 
 @dataclass(eq=False)
 class Partition:
@@ -74,6 +82,11 @@ class Partition:
     scheme: str
     params: dict
     seed: int
+    #: the writers of each client (writer schemes), else None
+    client_writers: list | None = field(default=None, repr=False)
+    #: the images of the partitioned dataset when one was given (for feature-skew numbers)
+    images: torch.Tensor | None = field(default=None, repr=False)
+    _memo: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def num_clients(self) -> int:
@@ -106,7 +119,9 @@ class Partition:
             clients); ``effective_classes``: mean over clients of the exponential of
             their label entropy (10 for balanced MNIST clients, 1 for one label);
             ``size_cv``: coefficient of variation of client sizes (0 for equal
-            sizes); ``min_size``, ``max_size``, ``mean_size``.
+            sizes); ``min_size``, ``max_size``, ``mean_size``. Made from a dataset (so
+            its images are known), also ``feature_skew`` and ``pixel_spread_skew``: how
+            far clients' handwriting is from everyone's (see :func:`feature_skew`).
         """
         counts = self.label_counts().to(torch.float64)
         sizes = counts.sum(1)
@@ -117,7 +132,7 @@ class Partition:
         eff = torch.exp(-(p * logp).sum(1))
         mean = sizes.mean()
         cv = sizes.std(unbiased=False) / mean if self.num_clients > 1 else torch.tensor(0.0)
-        return {
+        out = {
             "label_tv": float(tv.mean()),
             "effective_classes": float(eff.mean()),
             "size_cv": float(cv),
@@ -125,6 +140,16 @@ class Partition:
             "max_size": int(sizes.max()),
             "mean_size": float(mean),
         }
+        if self.images is not None:
+            if "feature_skew" not in self._memo:
+                self._memo["feature_skew"] = feature_skew(self, self.images, spread=True)
+            out["feature_skew"], out["pixel_spread_skew"] = self._memo["feature_skew"]
+        return out
+
+    def with_images(self, images: torch.Tensor) -> "Partition":
+        """The same partition, its feature-skew numbers measured on ``images``."""
+        from dataclasses import replace
+        return replace(self, images=images)
 
     def fingerprint(self) -> str:
         """A short hash of the assignment: equal iff the partitions are equal."""
@@ -156,6 +181,13 @@ class Partition:
             f"  label skew: mean TV distance {h['label_tv']:.3f}, "
             f"effective classes per client {h['effective_classes']:.2f} of {self.num_classes}",
         ]
+        if "feature_skew" in h:
+            lines.append(f"  feature skew: a client's mean image per class is {h['feature_skew']:.3f} "
+                         f"from the population's (RMS per pixel, sampling noise removed); "
+                         f"pixel spread {h['pixel_spread_skew']:.3f}")
+        if self.client_writers is not None:
+            w = [len(g) for g in self.client_writers]
+            lines.append(f"  writers per client: {min(w)} to {max(w)}")
         width = max(5, len(str(int(counts.max()))) + 1)
         head = "  client  size | " + "".join(f"{c:>{width}}" for c in range(self.num_classes))
         lines += [head, "  " + "-" * (len(head) - 2)]
@@ -205,17 +237,20 @@ def check_labels(labels, name: str = "labels", *, num_samples: int | None = None
     return labels
 
 
-def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int = 0,
+def partition(labels, scheme: str = "iid", num_clients: int | None = None, *, seed: int = 0,
               num_classes: int | None = None, **params) -> Partition:
     """Partition sample indices among ``num_clients`` clients.
 
     Parameters
     ----------
     labels : torch.Tensor or array-like of int, or a dataset with ``.labels``
-        The label of every sample.
-    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity", "powerlaw"}
-    num_clients : int
-        At least 1 and at most the number of samples.
+        The label of every sample. Scheme ``"writer"`` needs the dataset (MNIST from
+        :func:`~fedlab_widgets.load_mnist`, which knows its writers); given a dataset,
+        the partition also measures feature skew (its images).
+    scheme : {"iid", "shards", "dirichlet", "label_count", "quantity", "powerlaw", "writer"}
+    num_clients : int, optional
+        At least 1 and at most the number of samples (the number of writers for
+        ``"writer"``). Default: 100, or one client per writer for ``"writer"``.
     seed : int
         Same seed, same partition.
     num_classes : int, optional
@@ -247,18 +282,28 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     >>> round(p.heterogeneity()["effective_classes"], 1) <= 2.0
     True
     """
-    if hasattr(labels, "labels"):
-        labels = labels.labels
+    data = labels if hasattr(labels, "labels") else None
+    if data is not None:
+        labels = data.labels
     labels = check_labels(labels).to(torch.int64)
     n = int(labels.shape[0])
     full = PARTITION_SCHEMES.check_params(PARTITION_SCHEMES.check(scheme), params)
     if n == 0:
         raise ValueError("labels must not be empty")
-    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) \
-            or not 1 <= num_clients <= n:
+    needs = PARTITION_SCHEMES.trait(scheme, "needs", ())
+    if num_clients is None and not needs:
+        num_clients = 100
+    if num_clients is not None and (isinstance(num_clients, bool) or not isinstance(
+            num_clients, (int, np.integer)) or not 1 <= num_clients <= n):
         raise ValueError(f"num_clients must be an integer from 1 to the number of samples "
                          f"({n}); got {num_clients!r}")
-    num_clients = int(num_clients)
+    num_clients = None if num_clients is None else int(num_clients)
+    columns = {}
+    if needs:
+        if data is None:
+            raise ValueError(f"scheme {scheme!r} needs the {' and '.join(needs)} of every sample: "
+                             f"pass the dataset, as in partition(train, {scheme!r}), not its labels")
+        columns = {c: getattr(data, c).numpy() for c in needs}   # a clear error if missing
     if num_classes is None:
         num_classes = int(labels.max()) + 1
     num_classes = Param("num_classes", 10, kind="int", lo=1,
@@ -270,10 +315,16 @@ def partition(labels, scheme: str = "iid", num_clients: int = 100, *, seed: int 
     seed = int(seed)
     rng = np.random.default_rng(seed)
     y = labels.numpy()
-    parts = PARTITION_SCHEMES[scheme](y, num_clients, rng, num_classes=num_classes, **full)
+    parts = PARTITION_SCHEMES[scheme](y, num_clients, rng, num_classes=num_classes, **full,
+                                      **columns)
     idx = [torch.from_numpy(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
+    who = None
+    if "writers" in columns:
+        who = [np.unique(columns["writers"][ix.numpy()]) for ix in idx]
+    images = getattr(data, "images", None)
     return Partition(client_indices=idx, labels=labels, num_classes=num_classes,
-                     scheme=scheme, params=full, seed=seed)
+                     scheme=scheme, params=full, seed=seed, client_writers=who,
+                     images=images if isinstance(images, torch.Tensor) else None)
 
 
 def check_federation(partition, train, test) -> None:
@@ -289,6 +340,10 @@ def check_federation(partition, train, test) -> None:
         if not isinstance(data.labels, torch.Tensor):
             raise ValueError(f"{what}.labels must be a tensor; got {type(data.labels).__name__}")
         check_labels(data.labels, f"{what}.labels", num_samples=len(data.images))
+    skew = getattr(train, "feature_skew", None) or {}
+    if "partition" in skew and skew["partition"] != partition.fingerprint():
+        raise ValueError("train was feature-skewed for another partition (skew_features(train, "
+                         "partition) must be given the partition the Simulation uses)")
     if partition.labels.shape[0] != len(train.labels) or not torch.equal(
             partition.labels, train.labels):
         raise ValueError("partition must be made from the training labels it is used with "

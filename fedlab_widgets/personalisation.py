@@ -28,6 +28,8 @@ Examples
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from .engines import FlatLayout, Schedule
 from .history import accuracy_spread
 from .partition import Partition
 from .config import run_parameter
+
 from .seeds import generator
 from .threads import torch_threads
 
@@ -61,9 +64,7 @@ def split_local_test(partition: Partition, fraction: float, *, seed: int = 0
         perm = ix[torch.randperm(n, generator=generator(seed, 7, k))]
         test_ix.append(perm[:t].sort().values)
         train_ix.append(perm[t:].sort().values)
-    train = Partition(client_indices=train_ix, labels=partition.labels,
-                      num_classes=partition.num_classes, scheme=partition.scheme,
-                      params=dict(partition.params), seed=partition.seed)
+    train = replace(partition, client_indices=train_ix, params=dict(partition.params))
     return train, test_ix
 
 

@@ -165,6 +165,35 @@ def _powerlaw(y, k, rng, *, exponent, classes_per_client, min_size, num_classes,
     return [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
 
 
+#: the writer scheme's populations: which NIST series (0 = Census employees, 4 = students)
+POPULATIONS = {"all": (0, 4), "employees": (0,), "students": (4,)}
+
+
+def writer_groups(writers, series, population: str = "all") -> np.ndarray:
+    """The distinct writers of a population, in increasing id order."""
+    keep = np.isin(series, POPULATIONS[population])
+    return np.unique(writers[keep])
+
+
+def _writer(y, k, rng, *, population, writers, series, **_):
+    ids = writer_groups(writers, series, population)
+    who = "" if population == "all" else f" among the {population}"
+    if k is None:
+        k = len(ids)
+    k = _check_int("num_clients", k, 1, len(ids),
+                   f" (the number of writers{who}: scheme 'writer' never splits a writer "
+                   f"across clients)")
+    client_of = np.full(int(writers.max()) + 1, -1, dtype=np.int64)
+    for c, group in enumerate(np.array_split(rng.permutation(ids), k)):
+        client_of[group] = c
+    owner = client_of[writers]
+    owner[~np.isin(series, POPULATIONS[population])] = -1
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner[owner >= 0], minlength=k)
+    start = int((owner < 0).sum())
+    return np.split(order[start:], np.cumsum(counts)[:-1])
+
+
 PARTITION_SCHEMES.add("iid", _iid, doc="uniformly random, equal sizes")
 PARTITION_SCHEMES.add("shards", _shards, (
     Param("shards_per_client", 2, kind="int", lo=1, ui=(1, 10),
@@ -189,6 +218,11 @@ PARTITION_SCHEMES.add("powerlaw", _powerlaw, (
           doc="labels each client holds (FedProx's MNIST: 2)"),
     Param("min_size", 10, kind="int", lo=1, doc="smallest number of samples per client")),
     doc="label and quantity skew, as in the FedProx paper's MNIST set-up")
+PARTITION_SCHEMES.add("writer", _writer, (
+    Param("population", "all", kind="choice", choices=tuple(POPULATIONS),
+          doc="whose digits: all writers, Census employees only, or high-school students only"),),
+    doc="MNIST's real writers (QMNIST): one client per writer, or groups of whole writers",
+    needs=("writers", "series"))
 #: the scheme names, and each scheme's parameter table (views of the registry)
 SCHEMES = PARTITION_SCHEMES.names()
 SCHEME_PARAMETERS = PARTITION_SCHEMES.table()

@@ -185,8 +185,15 @@ class Simulation:
             **({} if self.attack is None else {**self.attack.config(),
                                                "malicious_clients": sorted(self.malicious)}),
             **({} if self.compression is None else self.compression.config()),
+            **({} if not self.feature_skew else {"feature_skew": dict(self.feature_skew)}),
             "num_parameters": self.num_parameters,
         }
+
+    @property
+    def feature_skew(self) -> dict:
+        """The training data's feature skew (rotation, noise, seed), or ``{}``."""
+        skew = getattr(self.train, "feature_skew", None) or {}
+        return {k: skew[k] for k in ("rotation", "noise", "seed") if k in skew}
 
     def default_label(self) -> str:
         extra = "" if self.attack is None else f", {self.attack.label()}"
@@ -196,6 +203,11 @@ class Simulation:
             extra += f", stragglers={self.stragglers:g} ({self.straggler_mode})"
         if self.compression is not None:
             extra += f", {self.compression.label()}"
+        skew = self.feature_skew
+        if skew.get("rotation", "none") != "none":
+            extra += f", rotation={skew['rotation']}"
+        if skew.get("noise"):
+            extra += f", noise={skew['noise']:g}"
         return (f"{self.algorithm.label()}, {self.model_name}, {self.full_partition.label()}, "
                 f"{self.settings.label()}{extra}")
 

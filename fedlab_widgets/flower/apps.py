@@ -30,11 +30,15 @@ def simulation_of(cfg) -> "Simulation":
         from ..partition import partition
         from ..simulation import Simulation
         train, test = (load_mnist if cfg["dataset"] == "MNIST" else load_fashion_mnist)()
-        parts = partition(train.labels, cfg["scheme"], int(cfg["num-clients"]),
+        parts = partition(train, cfg["scheme"], int(cfg["num-clients"]),
                           seed=int(cfg["partition-seed"]), **json.loads(cfg["partition-params"]))
         if parts.fingerprint() != cfg["partition-fingerprint"]:
             raise RuntimeError("this process rebuilt a different partition than the exported one "
                                "(different data files or kit version?)")
+        skew = json.loads(cfg.get("feature-skew", "{}"))
+        if skew:
+            from ..features import skew_features
+            train = skew_features(train, parts, **skew)
         agg = cfg["aggregator"]
         alg = algorithms.get(cfg["algorithm"], **json.loads(cfg["algorithm-params"]),
                              **json.loads(cfg["aggregator-params"]),

@@ -76,6 +76,7 @@ def app_run_config(sim, rounds: int, results: str = "") -> dict:
         "model": sim.model_name, "dataset": sim.train.name,
         "scheme": p.scheme, "partition-params": json.dumps(p.params),
         "partition-seed": int(p.seed), "partition-fingerprint": p.fingerprint(),
+        "feature-skew": json.dumps(sim.feature_skew),
         "num-clients": int(sim.num_clients),
         "algorithm": sim.algorithm.name, "algorithm-params": json.dumps(sim.algorithm.params),
         "aggregator": sim.algorithm.aggregator_name,

@@ -20,6 +20,7 @@ from ..history import History
 from ..simulation import Simulation
 from .controls import (DEFAULT, RENDER_LOCK, Displayable, check_value, control_value,
                        error_html, param_control, png_bytes, set_value)
+from ..features import FEATURE_PARAMETERS
 from .explorer import SCHEME_PARAMETER, partition_controls, show_scheme_parameter
 from .figures import client_figure, runs_figure, status_text
 from .layout import dashboard_layout, dashboard_parts
@@ -125,7 +126,8 @@ class FedAvgDashboard(Displayable):
         c = partition_controls(scheme=values.get("scheme", "iid"),
                                num_clients=values.get("num_clients", 100),
                                seed=values.get("seed", 0), max_num_clients=1000,
-                               **{p.name: values[p.name] for p in SCHEME_PARAMETER.values()
+                               **{p.name: values[p.name] for p in (*SCHEME_PARAMETER.values(),
+                                                                   *FEATURE_PARAMETERS)
                                   if p is not None and p.name in values})
         for n in names:
             if n not in c:

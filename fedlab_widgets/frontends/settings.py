@@ -87,7 +87,7 @@ RUN_SHOWN = ("client_fraction", "local_epochs", "batch_size", "lr", "rounds", "s
 #: section -> (heading, its controls, in order)
 SECTIONS = {
     "data": ("Data &amp; clients", ["scheme", *[p.name for p in SCHEME_PARAMETER.values() if p],
-                                    "num_clients", "client_fraction"]),
+                                    "num_clients", "client_fraction", "rotation", "noise"]),
     "training": ("Local training", ["model", "local_epochs", "batch_size", "lr"]),
     "run": ("Run", ["rounds", "seed", "target_accuracy", "compare_iid", "compare_fedavg",
                     "quick_eval", "per_client"]),
@@ -140,24 +140,27 @@ def simulations_for(s: dict, cfg, train, test, *, number: int):
     run, and its IID and FedAvg baselines when asked; labelled ``#number``. Returns them
     and the warnings to show (a baseline that would be the run itself is not trained)."""
     from ..simulation import Simulation
-    from .explorer import cached_partition, scheme_params
+    from .explorer import cached_federation, cached_partition, scheme_params
 
     p = cached_partition(train, s["scheme"], s["num_clients"], seed=s["seed"],
                          **scheme_params(s["scheme"], s))
+    skew = dict(rotation=s["rotation"], noise=s["noise"], seed=s["seed"])
+    data, _ = cached_federation(train, p, **skew)
     alg, kw = make_algorithm(s), dict(config=cfg, attack=make_attack(s),
                                       compression=make_compression(s))
-    sims = [Simulation(s["model"], train, test, p, algorithm=alg, **kw)]
+    sims = [Simulation(s["model"], data, test, p, algorithm=alg, **kw)]
     sims[0].history.label = f"#{number} {sims[0].default_label()}"
     warnings = []
     if s["compare_iid"] and s["scheme"] != "iid":
         iid = cached_partition(train, "iid", s["num_clients"], seed=s["seed"])
-        sims.append(Simulation(s["model"], train, test, iid, algorithm=alg, **kw))
+        sims.append(Simulation(s["model"], cached_federation(train, iid, **skew)[0], test, iid,
+                               algorithm=alg, **kw))
         sims[-1].history.label = f"#{number} IID baseline: {sims[-1].default_label()}"
     elif s["compare_iid"]:
         warnings.append("compare with IID: the partition is already IID, so no baseline was "
                         "trained")
     if s["compare_fedavg"] and (s["algorithm"], s["aggregator"]) != ("fedavg", "mean"):
-        sims.append(Simulation(s["model"], train, test, p, algorithm="fedavg", **kw))
+        sims.append(Simulation(s["model"], data, test, p, algorithm="fedavg", **kw))
         sims[-1].history.label = f"#{number} FedAvg baseline: {sims[-1].default_label()}"
     elif s["compare_fedavg"]:
         warnings.append("compare with FedAvg: the algorithm is already FedAvg, so no baseline "
