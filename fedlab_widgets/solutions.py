@@ -61,6 +61,8 @@ ANSWERS = {
     "01.2": 3,                      # rounds of the CNN within the 2NN's 30 rounds of bytes
     "02.1": 3,                      # shards can straddle a digit boundary
     "02.2": 0.1,                    # an alpha giving fewer than 3 effective classes
+    "02b.1": 250,                   # the training set's high-school students
+    "02b.2": "employees",           # a model learns the handwriting it is shown
     "03.1": "a",                    # more sequential steps per client beat more clients
     "03.2": 10.0,                   # an lr that diverges
     "04.1": 60,                     # u = 5 * 600 / 50

@@ -351,3 +351,14 @@ def test_explorer_shows_handwriting(train):
     kept = e.partition
     e.update(num_clients=600)                    # more clients than writers: shown, nothing lost
     assert "from 1 to 539" in e.error and e.partition is kept
+
+
+def test_dashboard_writer_scheme(train, test_set):
+    from fedlab_widgets.widgets import FedAvgDashboard
+    d = FedAvgDashboard(train, test_set, scheme="writer", num_clients=539, rounds=1,
+                        client_fraction=0.02, rotation="four")
+    h = d.run(blocking=True)
+    assert h.config["scheme"] == "writer" and h.config["feature_skew"]["rotation"] == "four"
+    d.update(num_clients=600)
+    assert d.run() is None                     # the Run button: a message, nothing trained
+    assert "from 1 to 539" in d.message.value and len(d.histories) == 1

@@ -45,7 +45,7 @@ def _relink(markdown: str, folder: str) -> str:
             elif part not in ("", "."):
                 parts.append(part)
         path = "/".join(parts)
-        if re.fullmatch(r"notebooks/\d\d-[^/]+\.ipynb(#.*)?", path):
+        if re.fullmatch(r"notebooks/\d\d[a-z]?-[^/]+\.ipynb(#.*)?", path):
             return f"]({path.split('/', 1)[1]})"
         if path == "notebooks/README.md":
             return "](index.md)"
@@ -55,7 +55,7 @@ def _relink(markdown: str, folder: str) -> str:
 
 def executed_notebooks() -> list[Path]:
     """The executed copy of every notebook, running the ones that are missing or stale."""
-    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]*-*.ipynb"))
     stale = [p for p in sources if not (EXECUTED / p.name).exists()
              or (EXECUTED / p.name).stat().st_mtime < p.stat().st_mtime]
     if stale:
