@@ -54,7 +54,8 @@ def round_context(sim, r: int, x: torch.Tensor) -> RoundContext:
     return RoundContext(round=r, x=x, lr=sim.lr, num_clients=sim.num_clients,
                         total_samples=sim.total_samples, state=sim.server_state,
                         store=sim.client_store, seed=sim.seed,
-                        clients_per_round=sim.clients_per_round, head=sim.head)
+                        clients_per_round=sim.clients_per_round, head=sim.head,
+                        max_samples=sim.max_samples)
 
 
 def _participants(sim, r: int):

@@ -34,7 +34,7 @@ Examples
 >>> out = secure_sum(x, clients=[3, 5, 8], round=1, seed=0)
 >>> out.total
 tensor([1.7500, 1.0000], dtype=torch.float64)
->>> bool((out.masked[0] != out.quantised[0]).all())   # what the server sees of client 3
+>>> bool((out.masked[0] != encode(x)[0]).all())   # what the server sees of client 3
 True
 """
 
@@ -49,7 +49,7 @@ import torch
 from .params import Param, check_params
 from .seeds import derive_seed, generator
 
-__all__ = ["SECAGG_PARAMETERS", "SecureAggregation", "SecureSum", "secure_sum",
+__all__ = ["SECAGG_PARAMETERS", "SecureAggregation", "SecureSum", "secure_sum", "encode",
            "quantise", "dequantise", "shamir_share", "shamir_reconstruct", "cost_model",
            "FIELD_PRIME", "MODULUS"]
 
@@ -77,6 +77,12 @@ def quantise(v: torch.Tensor, scale: float, value_range: float) -> torch.Tensor:
     """``round(clip(v) * scale)`` as int64 in ``[0, 2**32)`` (two's complement)."""
     q = torch.round(v.double().clamp(-value_range, value_range) * scale).to(torch.int64)
     return q % MODULUS
+
+
+def encode(vectors: torch.Tensor, *, value_range: float = 16.0) -> torch.Tensor:
+    """What each of ``M`` clients holds before masking: its row of ``vectors`` ``[M, D]`` in
+    fixed point (:func:`quantise` at :func:`fixed_point_scale` for ``M`` clients)."""
+    return quantise(vectors, fixed_point_scale(value_range, len(vectors)), value_range)
 
 
 def dequantise(q: torch.Tensor, scale: float) -> torch.Tensor:
@@ -144,8 +150,6 @@ class SecureSum:
         The clients that masked (in row order).
     survivors, dropped : list of int
         Who delivered a masked vector, and who dropped out after masking.
-    quantised : int64 Tensor ``[M, D]``
-        Each client's fixed-point vector (never sent: kept for teaching and tests).
     masked : int64 Tensor ``[M, D]``
         What each client sent: all the server ever sees of one client.
     total : float64 Tensor ``[D]``
@@ -154,12 +158,14 @@ class SecureSum:
         Fixed-point scale (``1 / scale`` is the resolution).
     threshold : int
         Shares needed to rebuild a secret.
+
+    This is the server's view: nothing in it is a client's plain vector (what each
+    client held is :func:`encode` of its own row, on its side).
     """
 
     clients: list[int]
     survivors: list[int]
     dropped: list[int]
-    quantised: torch.Tensor
     masked: torch.Tensor
     total: torch.Tensor
     scale: float
@@ -202,7 +208,7 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
     if not 1 <= t <= m:
         raise ValueError(f"threshold must be an integer from 1 to {m}; got {threshold}")
     scale = fixed_point_scale(value_range, m)
-    quantised = quantise(vectors, scale, value_range)
+    quantised = encode(vectors, value_range=value_range)   # each client encodes its own row
 
     # 2. keys (toy Diffie-Hellman) and 3. secrets shared among all clients
     sk = {k: derive_seed(seed, 12, round, k) % (FIELD_PRIME - 2) + 1 for k in clients}
@@ -252,8 +258,7 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
             # u added the pair's mask if u comes first in client order, else subtracted it
             total += -mask if row[u] < row[v] else mask
     total %= MODULUS
-    return SecureSum(clients=clients, survivors=survivors, dropped=dropped, quantised=quantised,
-                     masked=masked, total=dequantise(total, scale), scale=scale, threshold=t,
+    return SecureSum(clients=clients, survivors=survivors, dropped=dropped, masked=masked, total=dequantise(total, scale), scale=scale, threshold=t,
                      reconstructed=rebuilt)
 
 
@@ -291,7 +296,7 @@ class SecureAggregation:
     """Secure aggregation as a client step (mask) and a server step (unmask the sum).
 
     Made by ``algorithms.get(name, secure_aggregation=True, secagg_range=..., secagg_dropout=...)``.
-    Clients send ``[(n_k / n_mean) * delta_k, n_k / n_mean]`` masked, so the server
+    Clients send ``[(n_k / n_max) * delta_k, n_k / n_max]`` masked, so the server
     can form FedAvg's weighted mean from sums alone (with differential privacy they
     send ``[delta_k, 1]``: DP-FedAvg sums unweighted). Robust aggregators need the
     individual updates the server no longer sees, and are refused.
@@ -308,9 +313,17 @@ class SecureAggregation:
         return {"secagg_range": self.value_range, "secagg_dropout": self.dropout}
 
     def mask(self, updates, ctx, *, weighted: bool = True):
-        """Client step: encode and mask every row; the server then sees only ``masked``."""
+        """Client step: encode and mask every row; the server then sees only ``masked``.
+
+        Weighted, a client sends ``[(n_k / n_max) delta_k, n_k / n_max]`` with ``n_max``
+        the largest client's size (public, like the sizes FedAvg weighs by): every weight is
+        at most 1, so the weighted rows fit the range whenever the updates do, however
+        unequal the clients (a power-law federation's largest client holds hundreds of
+        times the mean).
+        """
         if weighted:
-            w = (updates.weight * ctx.num_clients / ctx.total_samples).to(updates.delta.dtype)
+            top = ctx.max_samples or ctx.total_samples / ctx.num_clients
+            w = (updates.weight / top).to(updates.delta.dtype)
         else:
             w = torch.ones(len(updates), dtype=updates.delta.dtype)
         rows = torch.cat([updates.delta * w[:, None], w[:, None]], dim=1)

@@ -162,6 +162,7 @@ class Simulation:
         self.engine_name = cfg.engine
         self.engine = get_engine(cfg.engine, self.global_model, train)
         self.total_samples = int(partition.sizes.sum())
+        self.max_samples = int(partition.sizes.max())
         self._stop = threading.Event()
         self._busy = threading.Lock()
         self.round = 0

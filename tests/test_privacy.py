@@ -73,14 +73,22 @@ def test_tiny_clip_bounds_every_update_and_the_step(small64):
     torch.testing.assert_close(c[2], u.delta[2])                      # small ones untouched
 
 
-def test_in_the_pipeline_no_clipped_update_exceeds_the_clip(small64):
-    """What the clients send under DP, read from secure aggregation's encoded rows."""
-    from fedlab_widgets.secagg import dequantise
+def test_in_the_pipeline_no_clipped_update_exceeds_the_clip(small64, monkeypatch):
+    """What the clients send under DP: the rows secure aggregation encodes (caught on the
+    clients' side, as they enter the masking)."""
+    from fedlab_widgets import secagg
 
+    rows, real = [], secagg.secure_sum
+
+    def catch(vectors, *args, **kw):
+        rows.append(vectors.clone())
+        return real(vectors, *args, **kw)
+
+    monkeypatch.setattr(secagg, "secure_sum", catch)
     sim = _run(small64, algorithms.get("dp-fedavg", clip_norm=1e-3, noise_multiplier=0.0,
                                        secure_aggregation=True), rounds=1)
     view = sim.server_state["secagg"]
-    sent = dequantise(view.quantised, view.scale)[:, :-1]         # [delta_k, 1] per client
+    sent = secagg.dequantise(secagg.encode(rows[0]), view.scale)[:, :-1]   # [delta_k, 1] per client
     norms = sent.norm(dim=1)
     assert (norms <= 1e-3 + sent.shape[1] ** 0.5 * 0.5 / view.scale).all()
     assert (norms > 0.9e-3).all()           # the raw updates were far larger: all were clipped

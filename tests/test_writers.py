@@ -362,3 +362,11 @@ def test_dashboard_writer_scheme(train, test_set):
     d.update(num_clients=600)
     assert d.run() is None                     # the Run button: a message, nothing trained
     assert "from 1 to 539" in d.message.value and len(d.histories) == 1
+
+
+def test_explorer_on_labels_refuses_feature_skew(train):
+    from fedlab_widgets.widgets import PartitionExplorer
+    e = PartitionExplorer(train.labels, scheme="iid", num_clients=10)
+    assert e.controls["rotation"].layout.display == "none" and not e.has_images
+    e.update(rotation="four")
+    assert "need the images" in e.error

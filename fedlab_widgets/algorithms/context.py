@@ -76,6 +76,8 @@ class RoundContext:
         K, all clients (not only the sampled ones).
     total_samples : int
         All clients' training samples together.
+    max_samples : int
+        The largest client's training samples (0: not known).
     state : dict
         Server-side state kept across rounds (server optimiser moments, SCAFFOLD's c).
     store : ClientStore
@@ -100,5 +102,6 @@ class RoundContext:
     seed: int = 0
     clients_per_round: int = 1
     head: slice | None = None
+    max_samples: int = 0
     reporting: int = 0        # updates aggregated this round (set by the round's server half)
     start: torch.Tensor | None = None

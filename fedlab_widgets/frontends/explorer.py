@@ -253,6 +253,9 @@ class PartitionExplorer(Displayable):
         for c in self.controls.values():
             c.observe(self._on_change, names="value")
         self.client.observe(lambda _: self._draw_client(), names="value")
+        if not self.has_images:            # labels only: no images to rotate or noise
+            for prm in FEATURE_PARAMETERS:
+                self.controls[prm.name].layout.display = "none"
         self.draws = 0
         self._refresh()
 
@@ -294,6 +297,9 @@ class PartitionExplorer(Displayable):
                 data_parameter(k).check(value)
             p = cached_partition(self.train, v["scheme"], v["num_clients"], seed=v["seed"],
                                  **scheme_params(v["scheme"], v))
+            if not self.has_images and (v["rotation"] != "none" or v["noise"]):
+                raise ValueError("rotation and noise need the images: give the explorer the "
+                                 "dataset (PartitionExplorer(train, ...)), not its labels")
             data, measured = (cached_federation(self.train, p, rotation=v["rotation"],
                                                 noise=v["noise"], seed=v["seed"])
                               if self.has_images else (self.train, p))
