@@ -10,6 +10,7 @@ from typing import Iterable, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .partition import Partition
 from .history import History
@@ -29,6 +30,16 @@ _METRICS = {
 
 _X = {"round": "communication round", "megabytes": "megabytes communicated (down and up)",
       "megabytes_up": "megabytes uploaded by clients"}
+
+
+class _Percent(PercentFormatter):
+    """Fractions as percent, with the decimals the axis range needs; nothing above 100%."""
+
+    def __init__(self):
+        super().__init__(xmax=1.0, decimals=None)
+
+    def __call__(self, x, pos=None):
+        return "" if x > 1 + 1e-9 else super().__call__(x, pos)
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -216,11 +227,10 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
         ax.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
     ax.set_xlabel(_X[x])
     if x == "round":
-        from matplotlib.ticker import MaxNLocator
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_METRICS[metric])
     if metric in ("accuracy", "attack_success"):
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
+        ax.yaxis.set_major_formatter(_Percent())
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
@@ -263,7 +273,7 @@ def plot_privacy_utility(rows, *, ax=None, title: str | None = None):
     ax.set_xscale("log")
     ax.set_xlabel("epsilon spent (log scale; smaller is more private)")
     ax.set_ylabel("final test accuracy")
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.yaxis.set_major_formatter(_Percent())
     ax.grid(True, alpha=0.3, which="both")
     if title:
         ax.set_title(title)
@@ -298,11 +308,10 @@ def plot_client_spread(history: History, *, ax=None, title: str | None = None, l
     else:
         ax.text(0.5, 0.5, "no per-client figures\n(tick \"per-client view\" / local_test_fraction)",
                 ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.4")
-    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("communication round")
     ax.set_ylabel("accuracy on each client's own test data")
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
+    ax.yaxis.set_major_formatter(_Percent())
     ax.grid(True, alpha=0.3)
     if title:
         ax.set_title(title)
@@ -341,7 +350,6 @@ def plot_client_strip(history: History, *, num_clients: int | None = None, last:
               vmin=0, vmax=3, extent=(-0.5, k - 0.5, first - 0.5 + len(grid), first - 0.5))
     ax.set_xlabel("client")
     ax.set_ylabel("round")
-    from matplotlib.ticker import MaxNLocator
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(handles=[Patch(color=c, label=t) for c, t in zip(
         STRIP_COLOURS[1:], ("trained", "straggled", "dropped out"))],

@@ -28,7 +28,7 @@ from .history import RoundRecord
 from .systems import client_fates, truncate_schedule
 from .threads import torch_threads
 
-__all__ = ["server_half", "play_round", "round_context"]
+__all__ = ["server_half", "play_round", "play_whole_round", "round_context"]
 
 
 def server_half(algorithm, updates, ctx: RoundContext, *, attack=None, malicious=frozenset(),
@@ -154,3 +154,24 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
                        epsilon=alg.epsilon(r, sim.num_clients, sim.clients_per_round),
                        dropped=fates.dropped, stragglers=fates.stragglers, reported=reported,
                        client_accuracy=per_client, note=skipped or "", eval_size=size)
+
+
+def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:
+    """:func:`play_round`, recorded whole or not applied: interrupted (Ctrl-C, an error),
+    the global model, the server's state and the clients' state are as before it, so
+    that going on gives the seeded run."""
+    params = [p.detach().clone() for p in sim.global_model.parameters()]
+    state = {k: v.clone() if isinstance(v, torch.Tensor) else v
+             for k, v in sim.server_state.items()}
+    sim.client_store.begin()
+    try:
+        rec = play_round(sim, r, evaluate=evaluate, estimate=estimate)
+    except BaseException:
+        with torch.no_grad():
+            torch._foreach_copy_(list(sim.global_model.parameters()), params)
+        sim.server_state.clear()
+        sim.server_state.update(state)
+        sim.client_store.rollback()
+        raise
+    sim.client_store.commit()
+    return rec

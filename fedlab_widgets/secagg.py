@@ -159,8 +159,7 @@ class SecureSum:
     threshold : int
         Shares needed to rebuild a secret.
 
-    This is the server's view: nothing in it is a client's plain vector (what each
-    client held is :func:`encode` of its own row, on its side).
+    The server's view: no client's plain vector (each held :func:`encode` of its row).
     """
 
     clients: list[int]
@@ -258,7 +257,8 @@ def secure_sum(vectors: torch.Tensor, clients: Sequence[int], *, round: int = 0,
             # u added the pair's mask if u comes first in client order, else subtracted it
             total += -mask if row[u] < row[v] else mask
     total %= MODULUS
-    return SecureSum(clients=clients, survivors=survivors, dropped=dropped, masked=masked, total=dequantise(total, scale), scale=scale, threshold=t,
+    return SecureSum(clients=clients, survivors=survivors, dropped=dropped, masked=masked,
+                     total=dequantise(total, scale), scale=scale, threshold=t,
                      reconstructed=rebuilt)
 
 
@@ -315,11 +315,9 @@ class SecureAggregation:
     def mask(self, updates, ctx, *, weighted: bool = True):
         """Client step: encode and mask every row; the server then sees only ``masked``.
 
-        Weighted, a client sends ``[(n_k / n_max) delta_k, n_k / n_max]`` with ``n_max``
-        the largest client's size (public, like the sizes FedAvg weighs by): every weight is
-        at most 1, so the weighted rows fit the range whenever the updates do, however
-        unequal the clients (a power-law federation's largest client holds hundreds of
-        times the mean).
+        Weighted, a client sends ``[(n_k / n_max) delta_k, n_k / n_max]``, ``n_max`` the largest
+        client's size (public, as FedAvg's weights are): weights are at most 1, so the rows fit
+        the range whenever the updates do, however unequal the clients.
         """
         if weighted:
             top = ctx.max_samples or ctx.total_samples / ctx.num_clients

@@ -46,7 +46,7 @@ from .models import as_model, count_parameters
 from .partition import Partition, check_federation
 from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
 from .evaluation import Subset, evaluate
-from .round import play_round
+from .round import play_whole_round
 from .seeds import generator
 from .threads import default_num_threads, resolve_num_threads
 
@@ -297,8 +297,8 @@ class Simulation:
                     self.history.stop_reason = f"stopped by the user after round {self.round}"
                     return
                 full = (self.round + 1) % self.eval_every == 0 or self.round + 1 == end
-                rec = play_round(self, self.round + 1, evaluate=full,
-                                 estimate=not full and self.test_subset is not None)
+                rec = play_whole_round(self, self.round + 1, evaluate=full,
+                                       estimate=not full and self.test_subset is not None)
                 self.round = rec.round
                 self.history.records.append(rec)
                 yield rec

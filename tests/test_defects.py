@@ -159,3 +159,38 @@ def test_an_unanswered_check_does_not_give_the_reference_away(capsys):
     assert solutions.answer("01.1", 30.0) == 30.0
     solutions.report(True, "not quite")
     assert capsys.readouterr().out == "not quite\n"
+
+
+@pytest.mark.parametrize("alg,compress", [("scaffold", None), ("fedavg", "topk"), ("feddyn", None)])
+def test_a_round_interrupted_by_ctrl_c_is_not_applied(train, test_set, alg, compress):
+    """Ctrl-C in the middle of round 3 (after the client steps changed SCAFFOLD's control
+    variates, FedDyn's state or the error-feedback residuals): nothing of round 3 stays, and
+    going on gives exactly the uninterrupted seeded run."""
+    from fedlab_widgets import compression
+    tr, te = train.subset(torch.arange(6000)), test_set.subset(torch.arange(500))
+    parts = partition(tr, "shards", 20, seed=0)
+    fired = []
+
+    def boom(delta, ctx):                  # a server step: after every client-side change
+        if ctx.round == 3 and not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+        return delta
+
+    def make(steps):
+        comp = None if compress is None else compression.get("topk", fraction=0.1,
+                                                             error_feedback=True)
+        return Simulation("2nn", tr, te, parts, client_fraction=0.3, batch_size=20, seed=1,
+                          algorithm=algorithms.get(alg, server_steps=steps), compression=comp)
+
+    ref = make([])
+    ref.run(4)
+    sim = make([boom])
+    sim.run(2)
+    with pytest.raises(KeyboardInterrupt):
+        sim.run(2)
+    assert sim.round == 2 and len(sim.history) == 2
+    sim.run(2)
+    assert sim.history.accuracy.tolist() == ref.history.accuracy.tolist()
+    for a, b in zip(sim.global_model.parameters(), ref.global_model.parameters()):
+        assert torch.equal(a, b)

@@ -171,3 +171,43 @@ def test_ctrl_c_stops_every_process(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_client_that_dies_mid_run_ends_the_run_promptly(train, test_set, tmp_path):
+    """Kill one SuperNode (a client's process group) once the run is under way: run_flower
+    raises at once, naming the lost client, and leaves no process behind (it used to wait
+    for the lost client's reply until its time-out)."""
+    import signal
+    import threading
+    import time
+    sim = _sim(train, test_set, 2)
+    killed = {}
+
+    def kill_client_1():
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            log = tmp_path / "flwr-run.log"
+            if log.exists() and "ROUND 2" in log.read_text(errors="replace").upper():
+                for pid in os.listdir("/proc"):
+                    if not pid.isdigit():
+                        continue
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                        env = Path(f"/proc/{pid}/environ").read_bytes()
+                    except OSError:
+                        continue
+                    if (b"flower-supernode" in cmd and b"partition-id=1" in cmd
+                            and f"FLWR_HOME={tmp_path}".encode() in env):
+                        os.killpg(int(pid), signal.SIGKILL)
+                        killed["at"] = time.monotonic()
+                        return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=kill_client_1, daemon=True)
+    watcher.start()
+    with pytest.raises(RuntimeError, match=r"lost SuperNode 1 \(client 1\)"):
+        flower.run_flower(sim, 50, workdir=tmp_path, timeout=300)
+    ended = time.monotonic()
+    watcher.join(5)
+    assert "at" in killed and ended - killed["at"] < 15     # promptly, not at the time-out
+    assert _processes_under(tmp_path) == []

@@ -81,3 +81,19 @@ def test_partition_figure_says_how_many_clients_it_draws():
     assert "client (first 50 of 100)" in [a.get_xlabel() for a in plot_partition(p).axes]
     small = partition(torch.arange(6000) % 10, "dirichlet", 20, alpha=0.5, seed=0)
     assert "client" in [a.get_xlabel() for a in plot_partition(small).axes]
+
+
+def test_percent_ticks_tell_a_narrow_range_apart():
+    """91-92.4% on the y axis: tick labels with decimals, not "92%" five times."""
+    import matplotlib.pyplot as plt
+
+    from fedlab_widgets.history import History, RoundRecord
+    h = History(records=[RoundRecord(round=r, accuracy=a, loss=0.3, train_loss=0.3, clients=[0],
+                                     bytes_down=1, bytes_up=1, seconds=0.1)
+                         for r, a in enumerate([0.9136, 0.9190, 0.9203, 0.9241], 1)])
+    fig = plot_convergence({"run": h})
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert all(lab.endswith("%") for lab in labels)
+    plt.close(fig)

@@ -33,32 +33,55 @@ class ClientStore:
 
     def __init__(self):
         self._data: dict[str, dict[int, torch.Tensor]] = {}
+        self._staged: dict[str, dict[int, torch.Tensor]] | None = None
+
+    # -- a round's writes are kept apart until the round is recorded ------------------------
+    def begin(self) -> None:
+        """Hold new rows apart (a round in progress) until :meth:`commit` or :meth:`rollback`."""
+        self._staged = {}
+
+    def commit(self) -> None:
+        """Keep the rows written since :meth:`begin`."""
+        for name, rows in (self._staged or {}).items():
+            self._data.setdefault(name, {}).update(rows)
+        self._staged = None
+
+    def rollback(self) -> None:
+        """Forget the rows written since :meth:`begin` (an interrupted round)."""
+        self._staged = None
+
+    def _row(self, name: str, k: int):
+        if self._staged is not None and k in self._staged.get(name, {}):
+            return self._staged[name][k]
+        return self._data.get(name, {}).get(k)
 
     def gather(self, name: str, clients: Sequence[int], size: int,
                dtype=torch.float32) -> torch.Tensor:
-        table = self._data.get(name, {})
         out = torch.zeros(len(clients), size, dtype=dtype)
         for i, k in enumerate(clients):
-            if k in table:
-                out[i] = table[k]
+            row = self._row(name, int(k))
+            if row is not None:
+                out[i] = row
         return out
 
     def scatter(self, name: str, clients: Sequence[int], rows: torch.Tensor) -> None:
-        table = self._data.setdefault(name, {})
+        table = (self._data if self._staged is None else self._staged).setdefault(name, {})
         for i, k in enumerate(clients):
             table[int(k)] = rows[i].clone()
 
     def get(self, name: str, client: int) -> torch.Tensor | None:
         """Client ``client``'s row ``name``, or None if it has none yet."""
-        return self._data.get(name, {}).get(int(client))
+        return self._row(name, int(client))
 
     def clients(self, name: str) -> list[int]:
         """The clients that have a row ``name``."""
-        return sorted(self._data.get(name, {}))
+        staged = (self._staged or {}).get(name, {})
+        return sorted(set(self._data.get(name, {})) | set(staged))
 
     def __len__(self) -> int:
         """Number of clients with any state."""
-        return len(set().union(*[set(t) for t in self._data.values()])) if self._data else 0
+        tables = [*self._data.values(), *(self._staged or {}).values()]
+        return len(set().union(*[set(t) for t in tables])) if tables else 0
 
 
 @dataclass

@@ -116,6 +116,7 @@ class LocalDeployment:
         link = self._spawn("superlink", ["flower-superlink", "--insecure", "--port", str(self.port),
                                          "--disable-runtime-dependency-installation"])
         _wait_for_port(self.port, link, link.log, "SuperLink", self.startup_timeout)
+        self.services.append(("the SuperLink", link))
         for k in range(self.num_supernodes):
             port = _free_port()
             node = self._spawn(f"supernode-{k}", [
@@ -123,16 +124,28 @@ class LocalDeployment:
                 "--port", str(port), "--node-config",
                 f"partition-id={k} num-partitions={self.num_supernodes}"])
             _wait_for_port(port, node, node.log, f"SuperNode {k}", self.startup_timeout)
+            self.services.append((f"SuperNode {k} (client {k})", node))
         return self
 
     def run(self, app, *, timeout: float = 600.0) -> str:
-        """``flwr run app`` on this deployment; returns its output (RuntimeError on failure)."""
+        """``flwr run app`` on this deployment; returns its output (RuntimeError on failure).
+
+        A SuperNode (a client) or the SuperLink that dies during the run ends it at once
+        with an error naming it: Flower's server would otherwise wait for the lost
+        client's reply until its own time-out.
+        """
         proc = self._spawn("flwr-run", ["flwr", "run", str(Path(app).resolve()), "kit", "--stream"])
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"the Flower run did not finish within {timeout:.0f} s:\n"
-                               f"{_tail(proc.log)}") from None
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            lost = [(name, p) for name, p in self.services if p.poll() is not None]
+            if lost:
+                name, p = lost[0]
+                raise RuntimeError(f"the Flower run lost {name} (exit code {p.returncode}) "
+                                   f"during the run; its log ends with:\n{_tail(p.log)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Flower run did not finish within {timeout:.0f} s:\n"
+                                   f"{_tail(proc.log)}")
+            time.sleep(0.2)
         out = proc.log.read_text(errors="replace")
         if proc.returncode != 0 or "Traceback" in out:
             raise RuntimeError(f"the Flower run failed (exit code {proc.returncode}):\n"
@@ -160,6 +173,7 @@ class LocalDeployment:
             if proc.poll() is None:
                 proc.wait(5)
         self.procs.clear()
+        self.services.clear()
         # SuperNodes start their SuperExec in a session of its own: find what is left by the
         # environment every process started here inherits, and stop it too
         for sig in (signal.SIGTERM, signal.SIGKILL):
