@@ -87,6 +87,7 @@ class LocalDeployment:
         self.workdir = Path(tempfile.mkdtemp(prefix="fedlab-flower-") if workdir is None else workdir)
         self.startup_timeout = startup_timeout
         self.procs: list[subprocess.Popen] = []
+        self.services: list[tuple[str, subprocess.Popen]] = []   # what must stay up during a run
         self.port = _free_port()
         self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr-home"),
                     "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
