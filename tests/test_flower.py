@@ -91,9 +91,16 @@ def test_partial_participation_with_flowers_fedprox(train, test_set, tmp_path):
     h = flower.run_flower(sim, 2, workdir=tmp_path)
     assert h.config["flower_strategy"] == "FedProx"
     assert all(len(r.clients) == 2 for r in h.records)
-    ref = sim.run(2)
-    # Flower samples the clients itself: the curves agree statistically, not exactly
-    assert abs(h.final_accuracy - ref.final_accuracy) < 0.03 and h.final_accuracy > 0.8
+    # Flower samples the clients itself (unseeded), so the curves agree statistically, not
+    # exactly (full participation agrees exactly: above). Every Flower round lies in the band
+    # of the kit's rounds over other samplings (seeds 0-5), which one pair of clients against
+    # another spans 72-88% here.
+    band = np.concatenate([_sim(train, test_set, 4, client_fraction=0.5, seed=seed,
+                                algorithm=algorithms.get("fedprox", mu=0.5)).run(2).accuracy
+                           for seed in range(6)])
+    assert ((band.min() - 0.02 < h.accuracy) & (h.accuracy < band.max() + 0.02)).all(), \
+        (h.accuracy, band)
+    assert h.final_accuracy > 0.75            # it learned (chance is 10%)
     assert _processes_under(tmp_path) == []
 
 
