@@ -39,8 +39,7 @@ import torch
 from .params import Param, check_params
 from .seeds import generator
 
-__all__ = ["FEATURE_PARAMETERS", "ROTATIONS", "skew_features", "rotated", "feature_settings",
-           "feature_skew"]
+__all__ = ["FEATURE_PARAMETERS", "ROTATIONS", "skew_features", "rotated", "feature_skew"]
 
 #: the rotation presets: the angles (degrees) the client groups are turned by
 ROTATIONS = {"none": (0,), "four": (0, 90, 180, 270)}
@@ -112,12 +111,6 @@ def feature_skew(p, images: torch.Tensor, *, spread: bool = False):
     many = nc >= 2
     ratio = (v_cell[many] / v_pop[many].clamp(min=1e-12)).clamp(min=1e-12).log().abs()
     return style, float((ratio * nc[many]).sum() / nc[many].sum())
-
-
-def feature_settings(values: dict) -> dict:
-    """The feature-skew settings among ``values``, checked (defaults filled in)."""
-    return check_params("feature skew", FEATURE_PARAMETERS,
-                        {p.name: values[p.name] for p in FEATURE_PARAMETERS if p.name in values})
 
 
 def rotated(data, angle: int):

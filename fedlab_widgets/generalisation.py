@@ -35,7 +35,8 @@ from torch import nn
 
 from .writers import SERIES
 
-__all__ = ["ParticipationGap", "WriterScores", "participation_gap", "per_writer_accuracy"]
+__all__ = ["ParticipationGap", "WriterScores", "participation_gap", "per_writer_accuracy",
+           "writer_scores"]
 
 
 @torch.inference_mode()
@@ -186,10 +187,13 @@ class ParticipationGap:
         return ax.figure
 
 
-def _scores(model, data, ix, min_digits) -> WriterScores:
-    w, acc, n = per_writer_accuracy(model, data, ix, min_digits=min_digits)
-    first = {int(v): i for i, v in reversed(list(enumerate(data.writers.tolist())))}
-    series = data.series.numpy()[[first[int(v)] for v in w]] if len(w) else np.zeros(0, np.int64)
+def writer_scores(model: nn.Module, data, indices: torch.Tensor | None = None, *,
+                  min_digits: int = 1) -> WriterScores:
+    """:func:`per_writer_accuracy` with each writer's NIST series: its ``summary()`` gives
+    the mean, 10th percentile, worst writer and the mean per series."""
+    w, acc, n = per_writer_accuracy(model, data, indices, min_digits=min_digits)
+    ids, first = np.unique(data.writers.numpy(), return_index=True)
+    series = data.series.numpy()[first[np.searchsorted(ids, w)]] if len(w) else np.zeros(0, np.int64)
     return WriterScores(w, acc, n, series)
 
 
@@ -220,10 +224,10 @@ def participation_gap(sim, *, min_digits: int = 10) -> ParticipationGap:
     seen = set(torch.cat([writers[full[k]] for k in trained]).tolist()) if trained else set()
     everyone = torch.cat([ix for ix in full if len(ix)])
     heldout = torch.cat([ix for ix in sim.local_test if len(ix)])
-    in_seen = torch.tensor([int(w) in seen for w in writers.tolist()], dtype=torch.bool)
+    in_seen = torch.isin(writers, torch.tensor(sorted(seen), dtype=writers.dtype))
     took = heldout[in_seen[heldout]]
     never = everyone[~in_seen[everyone]]
     model = sim.global_model
-    return ParticipationGap(_scores(model, sim.train, took, min_digits),
-                            _scores(model, sim.train, never, min_digits),
-                            _scores(model, sim.test, None, min_digits))
+    return ParticipationGap(writer_scores(model, sim.train, took, min_digits=min_digits),
+                            writer_scores(model, sim.train, never, min_digits=min_digits),
+                            writer_scores(model, sim.test, min_digits=min_digits))

@@ -192,9 +192,12 @@ class Simulation:
 
     @property
     def feature_skew(self) -> dict:
-        """The training data's feature skew (rotation, noise, seed), or ``{}``."""
+        """The training data's feature skew (rotation, noise, seed) as
+        :func:`~fedlab_widgets.features.skew_features` made it, or ``{}``."""
         skew = getattr(self.train, "feature_skew", None) or {}
-        return {k: skew[k] for k in ("rotation", "noise", "seed") if k in skew}
+        if "partition" not in skew:      # not made per client (a whole set turned by rotated())
+            return {}
+        return {k: skew[k] for k in ("rotation", "noise", "seed")}
 
     def default_label(self) -> str:
         extra = "" if self.attack is None else f", {self.attack.label()}"
