@@ -36,7 +36,9 @@ class RoundRecord:
     is each client's accuracy on its local test set (empty unless the simulation
     has ``local_test_fraction``); ``note`` says why a round made no update;
     ``eval_size`` is how many test images ``accuracy`` and ``loss`` were measured
-    on (the whole test set, a fixed subset for a cheap live estimate, or 0).
+    on (the whole test set, a fixed subset for a cheap live estimate, or 0);
+    ``clusters`` is, under IFCA, the cluster each client that trained joined (in the
+    order of its sorted ids: the reporting clients of ``clients``).
     """
 
     round: int
@@ -58,6 +60,7 @@ class RoundRecord:
     client_accuracy: list[float] = field(default_factory=list)  # per client, local test sets
     note: str = ""
     eval_size: int = -1  # test images behind accuracy: 0 none, fewer than all an estimate (-1: old)
+    clusters: list[int] = field(default_factory=list)  # IFCA: the cluster of each trained client
 
 
 @dataclass

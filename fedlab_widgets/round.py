@@ -23,7 +23,7 @@ import time
 import torch
 
 from .algorithms import RoundContext
-from .evaluation import evaluate
+from .evaluation import client_losses
 from .history import RoundRecord
 from .systems import client_fates, truncate_schedule
 from .threads import torch_threads
@@ -50,12 +50,21 @@ def server_half(algorithm, updates, ctx: RoundContext, *, attack=None, malicious
 
 
 def round_context(sim, r: int, x: torch.Tensor) -> RoundContext:
-    """What the steps of round ``r`` may read, and where they keep state."""
+    """What the steps of round ``r`` may read, and where they keep state; the clients'
+    side: their loss at given models (on their training data), more local training."""
+    def client_loss(models, clients):
+        ix = [sim.partition.client_indices[k] for k in clients]
+        return client_losses(sim.global_model, sim.layout, sim.train, ix, models)
+
+    def train(schedule, rule, start):
+        return sim.engine.train_clients(x, schedule, lr=sim.lr, rule=rule, start=start)
+
     return RoundContext(round=r, x=x, lr=sim.lr, num_clients=sim.num_clients,
                         total_samples=sim.total_samples, state=sim.server_state,
                         store=sim.client_store, seed=sim.seed,
                         clients_per_round=sim.clients_per_round, head=sim.head,
-                        max_samples=sim.max_samples)
+                        max_samples=sim.max_samples, client_loss=client_loss, train=train,
+                        layout=sim.layout)
 
 
 def _participants(sim, r: int):
@@ -80,6 +89,7 @@ def _local_training(sim, r: int, ctx: RoundContext, training, fates):
     alg = sim.algorithm
     schedule = truncate_schedule(sim.make_schedule(r, sorted(training)), fates.work)
     ctx.start = alg.local_start(schedule.clients, ctx)
+    alg.before_training(schedule, ctx)
     rule = alg.local_rule(schedule.clients, ctx)
     if sim.attack is not None:
         rule = sim.attack.local_rule(rule, schedule.clients, sim.malicious, sim.train)
@@ -90,10 +100,8 @@ def _local_training(sim, r: int, ctx: RoundContext, training, fates):
 def _measure(sim, *, evaluate_all: bool, estimate: bool):
     """Accuracy and loss (whole test set, or the fixed subset), backdoor success, per client."""
     acc = loss = float("nan")
-    if evaluate_all:
-        acc, loss = evaluate(sim.global_model, sim.test)
-    elif estimate:
-        acc, loss = evaluate(sim.global_model, sim.test_subset)
+    if evaluate_all or estimate:
+        acc, loss = sim.evaluate(sim.test if evaluate_all else sim.test_subset)
     asr = sim.attack.success_rate(sim.global_model, sim.test) \
         if evaluate_all and sim.attack is not None else float("nan")
     per_client = [float(a) for a in sim.client_accuracy()] \
@@ -122,12 +130,15 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
     params = list(sim.global_model.parameters())
     clients, fates, training, skipped = _participants(sim, r)
     train_loss = update_norm = float("nan")
-    finite, samples = True, 0
+    finite, samples, clusters = True, 0, []
     with torch_threads(sim.num_threads), torch.no_grad():
         if skipped is None:
             ctx = round_context(sim, r, sim.layout.flatten(params))
             updates, schedule = _local_training(sim, r, ctx, training, fates)
             samples = int(sum(len(ix) for ix in schedule.indices))
+            if ctx.clusters is not None:     # IFCA: which cluster each client joined
+                joined = dict(zip(schedule.clients, ctx.clusters.tolist()))
+                clusters = [joined[k] for k in sorted(joined)]
             p = updates.weight / updates.weight.sum()
             train_loss = float((p * updates.loss).sum())
             update_norm = float(updates.delta.norm(dim=1).double().mean())
@@ -153,7 +164,8 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
                        attackers=sum(k in sim.malicious for k in clients),
                        epsilon=alg.epsilon(r, sim.num_clients, sim.clients_per_round),
                        dropped=fates.dropped, stragglers=fates.stragglers, reported=reported,
-                       client_accuracy=per_client, note=skipped or "", eval_size=size)
+                       client_accuracy=per_client, note=skipped or "", eval_size=size,
+                       clusters=clusters)
 
 
 def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:

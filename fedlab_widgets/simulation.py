@@ -45,15 +45,13 @@ from .history import History, RoundRecord
 from .models import as_model, count_parameters
 from .partition import Partition, check_federation
 from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
-from .evaluation import Subset, evaluate
-from .round import play_whole_round
+from .evaluation import Subset, evaluate, evaluate_each
+from .round import play_whole_round, round_context
 from .seeds import generator
 from .threads import default_num_threads, resolve_num_threads
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
            "default_num_threads"]
-
-
 
 
 
@@ -134,8 +132,7 @@ class Simulation:
         if self.attack is not None:
             self.attack.check_data(train)
         self.train, self.test = train, test
-        self.eval_subset = None
-        self.test_subset = None
+        self.eval_subset = self.test_subset = None
         if cfg.eval_subset is not None:
             n_test = len(test.labels)  # the table's range, capped by the test set's size
             self.eval_subset = dataclasses.replace(run_parameter("eval_subset"),
@@ -154,7 +151,7 @@ class Simulation:
         self.num_parameters = count_parameters(self.global_model)
         self.num_clients = partition.num_clients
         self.clients_per_round = max(round(self.client_fraction * self.num_clients), 1)
-        self.algorithm.validate(self.clients_per_round)
+        self.algorithm.validate(self.clients_per_round, lr=self.lr)
         self.malicious = frozenset() if self.attack is None else \
             self.attack.choose(self.num_clients, self.seed)
         self.layout = FlatLayout(self.global_model)
@@ -234,17 +231,25 @@ class Simulation:
         return Schedule.from_orders(clients, orders, batch_size=self.batch_size)
 
     # -- the loop ------------------------------------------------------------------------
-    def evaluate(self) -> tuple[float, float]:
-        """Test accuracy and loss of the current global model."""
-        return evaluate(self.global_model, self.test)
+    def evaluate(self, dataset=None) -> tuple[float, float]:
+        """Accuracy and loss of the global model on ``dataset`` (default: the test set);
+        under IFCA, of the cluster model with the lowest loss on it."""
+        dataset = self.test if dataset is None else dataset
+        models = self.algorithm.test_models(self.context())
+        if models is None:
+            return evaluate(self.global_model, dataset)
+        return min(evaluate_each(self.global_model, self.layout, models, dataset),
+                   key=lambda acc_loss: acc_loss[1])
+
+    def context(self):
+        """The current :class:`~fedlab_widgets.algorithms.RoundContext` (model, state, clients)."""
+        return round_context(self, self.round, self.layout.flatten(self.global_model.parameters()))
 
     def client_model(self, client: int) -> torch.Tensor:
-        """Client ``client``'s model, flat ``[D]``: the global model, or under FedPer the
-        global model with the client's own head."""
-        x = self.layout.flatten(self.global_model.parameters())
-        if self.algorithm.fedper is None:
-            return x
-        return self.algorithm.fedper.personal_model(client, x, self.client_store, self.head)
+        """Client ``client``'s model, flat ``[D]``: the global model, or its own (FedPer's
+        global base with its head, Ditto's personal model, IFCA's cluster model)."""
+        ctx = self.context()
+        return self.algorithm.client_models([client], ctx).get(client, ctx.x)
 
     def client_accuracy(self) -> np.ndarray:
         """Accuracy of each client's model (see :meth:`client_model`) on its local test set.
@@ -254,12 +259,8 @@ class Simulation:
         if self.local_test is None:
             raise ValueError("client_accuracy needs per-client test sets: build the Simulation "
                              "with local_test_fraction (for example 0.2)")
-        personal = None
-        fedper = self.algorithm.fedper
-        if fedper is not None:
-            x = self.layout.flatten(self.global_model.parameters())
-            personal = {k: fedper.personal_model(k, x, self.client_store, self.head)
-                        for k in self.client_store.clients(fedper.store_key)}
+        with torch.no_grad():
+            personal = self.algorithm.client_models(range(self.num_clients), self.context())
         return client_accuracy(self.global_model, self.train, self.local_test, personal=personal)
 
     def stop(self) -> None:

@@ -8,9 +8,14 @@ norm, epsilon, attack success, per-client accuracy, who was sampled, dropped, st
 bytes). ``tests/fingerprints.json`` holds the fingerprints of the main branch before the
 "one spine" refactor (issue 20); ``tests/test_fingerprints.py`` checks them.
 
-Regenerate (only when a change of results is intended and explained in its commit)::
+Float kernels differ between CPUs (AVX-512 and AVX2 builds of the same matmul round
+differently), so the fingerprints are kept per kind of CPU: ``fingerprints.json`` for the
+machine main was first measured on, ``fingerprints-<cpu>.json`` for others, each computed
+from the same commit of main. Regenerate (only when a change of results is intended and
+explained in its commit) on every kind of machine you have::
 
-    .venv/bin/python tests/fingerprint_cases.py --write
+    .venv/bin/python tests/fingerprint_cases.py --write            # this CPU's file
+    .venv/bin/python tests/fingerprint_cases.py --write --default  # fingerprints.json
 """
 
 from __future__ import annotations
@@ -25,7 +30,29 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-STORE = HERE / "fingerprints.json"
+DEFAULT_STORE = HERE / "fingerprints.json"
+
+
+def cpu_kind() -> str:
+    """This machine's CPU, as far as float rounding goes: vendor and vector extension."""
+    vendor = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}".replace(" ", "_")
+
+
+def store_path() -> Path:
+    """This CPU's fingerprints if kept, else those of the machine main was measured on."""
+    own = HERE / f"fingerprints-{cpu_kind()}.json"
+    return own if own.exists() else DEFAULT_STORE
+
+
+STORE = store_path()
 
 ENGINES = ("sequential", "vectorized")
 # (case name, Simulation keywords, algorithms.get(...) arguments, attack, compression)
@@ -136,8 +163,9 @@ if __name__ == "__main__":
     torch.use_deterministic_algorithms(False)
     prints = compute()
     if "--write" in sys.argv:
-        STORE.write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {len(prints)} fingerprints to {STORE}")
+        path = DEFAULT_STORE if "--default" in sys.argv else HERE / f"fingerprints-{cpu_kind()}.json"
+        path.write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {len(prints)} fingerprints to {path}")
     else:
         stored = json.loads(STORE.read_text()) if STORE.exists() else {}
         bad = [k for k, v in prints.items() if stored.get(k) != v]

@@ -56,11 +56,17 @@ def test_engines_agree_float64(small64, name, case):
     _assert_params_close(p_vec, p_seq, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(h_vec.train_loss, h_seq.train_loss, rtol=1e-10)
     np.testing.assert_allclose(h_vec.update_norm, h_seq.update_norm, rtol=1e-9)
-    if name == "scaffold":  # the control variates too
-        for k in s_seq.client_store.clients("scaffold_c"):
-            torch.testing.assert_close(s_vec.client_store.get("scaffold_c", k),
-                                       s_seq.client_store.get("scaffold_c", k),
+    state = {"scaffold": "scaffold_c", "ditto": "ditto_v"}.get(name)
+    if state:   # the control variates, the personal models too
+        assert s_seq.client_store.clients(state)
+        for k in s_seq.client_store.clients(state):
+            torch.testing.assert_close(s_vec.client_store.get(state, k),
+                                       s_seq.client_store.get(state, k),
                                        rtol=1e-9, atol=1e-12)
+    if name == "ifca":      # the other cluster models, and who joined which
+        torch.testing.assert_close(s_vec.server_state["ifca_models"],
+                                   s_seq.server_state["ifca_models"], rtol=1e-10, atol=1e-12)
+        assert [r.clusters for r in h_vec.records] == [r.clusters for r in h_seq.records]
 
 
 @pytest.mark.parametrize("name", ["fedprox", "scaffold"])

@@ -18,6 +18,13 @@ name           what changes from FedAvg                                         
                server's ``h`` track the clients' drift (Acar et al. 2021)
 ``fedper``     each client keeps its own last layer (personal head); only the    --
                other layers are federated (Arivazhagan et al. 2019)
+``ditto``      the global model trains as FedAvg; each client also trains a      ``lam``
+               personal model pulled towards it by ``lam/2 ||v - w||^2``
+               (Li, Hu, Beirami & Smith 2021)
+``ifca``       ``num_clusters`` global models; each client trains the one with   ``num_clusters``
+               its lowest loss, each averages its own clients (Ghosh et al. 2020)
+``qffl``       q-FedAvg: clients weighted by ``loss^q``, so the worst-served     ``q``
+               count more (Li, Sanjabi, Beirami & Smith 2020)
 =============  ===============================================================  =====================================
 
 Differential privacy and secure aggregation also compose with any algorithm
@@ -38,7 +45,7 @@ Traceback (most recent call last):
 ValueError: mu must be a number from 0 to 10; got -1
 >>> algorithms.get("fedsgd")
 Traceback (most recent call last):
-ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, feddyn, fedper; got 'fedsgd'
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, feddyn, fedper, ditto, ifca, qffl; got 'fedsgd'
 >>> algorithms.get("fedprox", mu=0.1, secure_aggregation=True)
 Algorithm(fedprox(mu=0.1, secagg))
 >>> algorithms.get("fedavg", aggregator="median", secure_aggregation=True)
@@ -57,7 +64,10 @@ from ..registry import Registry
 from .aggregators import AGGREGATOR_PARAMETERS, AGGREGATORS, fednova, weighted_mean
 from ..secagg import SECAGG_PARAMETERS, SecureAggregation
 from .base import Algorithm, ClientStore, RoundContext
+from .ditto import PersonalModels
 from .feddyn import DynamicRegulariser
+from .ifca import ClusterModels
+from .qffl import LossWeighting
 from .privacy import DP_PARAMETERS, DifferentialPrivacy
 from .robust import krum, median, multikrum, norm_clip, trimmed_mean
 from .server_optimizers import ServerAdaptive, ServerOptimizer, ServerSGD
@@ -151,6 +161,26 @@ def _feddyn(dyn_alpha) -> dict:
 ALGORITHMS.add("fedper", lambda: {"personal_head": True},
                doc="each client keeps its own last layer (Arivazhagan et al. 2019)")
 
+ALGORITHMS.add("ditto", lambda lam: {"personal": PersonalModels(lam)},
+               (Param("lam", 0.1, lo=0.0, hi=100.0, log=True, ui=(1e-3, 10.0),
+                      doc="Ditto's pull of each personal model towards the global one: "
+                          "lam/2 ||v_k - w||^2 (0: purely local; large: the global model)"),),
+               doc="a personal model per client, trained towards the global one "
+                   "(Li, Hu, Beirami & Smith 2021)")
+ALGORITHMS.add("ifca", lambda num_clusters: {"personal": ClusterModels(num_clusters),
+                                             "models_down": num_clusters},
+               (Param("num_clusters", 2, lo=1, hi=16, kind="int", ui=(1, 8),
+                      doc="IFCA's number of cluster models (1: FedAvg)"),),
+               doc="several global models; each client trains the one that fits it best "
+                   "(Ghosh, Chung, Yin & Ramchandran 2020)",
+               own_aggregator="each cluster averages its own clients' updates")
+ALGORITHMS.add("qffl", lambda q: {"own_client_steps": [LossWeighting(q).client_step]},
+               (Param("q", 1.0, lo=0.0, hi=20.0, ui=(0.0, 10.0),
+                      doc="q-FFL's fairness: clients weighted by loss^q (0: FedAvg)"),),
+               doc="q-FedAvg: clients weighted by their loss to the power q "
+                   "(Li, Sanjabi, Beirami & Smith 2020)",
+               own_aggregator="its loss-weighted mean is the algorithm")
+
 PARAMETERS: dict[str, tuple[Param, ...]] = ALGORITHMS.table()
 NAMES: tuple[str, ...] = ALGORITHMS.names()
 
@@ -216,7 +246,7 @@ def get(name: str = "fedavg", *, aggregator: str | Callable | None = None,
         kw["secure_aggregation"] = SecureAggregation(**{q.name: p[q.name] for q in SECAGG_PARAMETERS})
     recipe = entry.builder(**own)
     if aggregator is not None:
-        if "aggregator" in recipe:
+        if "aggregator" in recipe or entry.traits.get("own_aggregator"):
             raise ValueError(f"aggregator does not apply to {name}: "
                              f"{entry.traits.get('own_aggregator', 'it has its own')}")
         kw["aggregator"] = aggregator

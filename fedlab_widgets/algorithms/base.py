@@ -86,6 +86,14 @@ class Algorithm:
     personal_head : bool, default False
         FedPer (Arivazhagan et al. 2019): each client keeps its own last layer,
         starts every round from it, and sends only the other layers' update.
+    personal : object, optional
+        A recipe's models beyond the one global model: Ditto's personal models
+        (:class:`~.ditto.PersonalModels`) or IFCA's cluster models
+        (:class:`~.ifca.ClusterModels`). Any of ``start(clients, ctx)``,
+        ``before_training(schedule, ctx)``, ``client_step(updates, ctx)``,
+        ``client_models(clients, ctx)``, ``test_models(ctx)``, ``check_lr(lr)``.
+    models_down : int, default 1
+        Models each sampled client downloads (IFCA: every cluster's).
 
     Examples
     --------
@@ -106,7 +114,8 @@ class Algorithm:
                  server_optimizer: ServerOptimizer | None = None,
                  differential_privacy: DifferentialPrivacy | None = None,
                  secure_aggregation: SecureAggregation | None = None,
-                 personal_head: bool = False, corrections: Sequence[Callable] = (),
+                 personal_head: bool = False, personal=None, models_down: int = 1,
+                 corrections: Sequence[Callable] = (),
                  own_client_steps: Sequence[Callable] = (), own_server_steps: Sequence[Callable] = ()):
         self.name = name
         self.params = dict(params or {})
@@ -145,6 +154,7 @@ class Algorithm:
         if not isinstance(personal_head, bool):
             raise ValueError(f"personal_head must be True or False; got {personal_head!r}")
         self.fedper = PrivateHead() if personal_head else None
+        self.personal, self.models_down = personal, int(models_down)
         for what, obj, cls in (("differential_privacy", self.dp, DifferentialPrivacy),
                                ("secure_aggregation", self.secagg, SecureAggregation)):
             if obj is not None and not isinstance(obj, cls):
@@ -152,11 +162,17 @@ class Algorithm:
         check_compatible(self)
         self._recipe = self.recipe()
 
-    def validate(self, clients_per_round: int) -> None:
-        """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated."""
+    def validate(self, clients_per_round: int, *, lr: float | None = None) -> None:
+        """A ValueError now if a round of ``clients_per_round`` updates cannot be aggregated,
+        or the algorithm cannot train with the clients' ``lr`` (Ditto's personal step)."""
         check = AGGREGATORS.trait(self.aggregator_name, "check_clients")
         if check is not None:
             check(self.aggregator_name, self.aggregator_params, clients_per_round)
+        if lr is not None and hasattr(self.personal, "check_lr"):
+            self.personal.check_lr(lr)
+
+    def _hook(self, name: str):
+        return getattr(self.personal, name, None)
 
     # -- what the round calls ---------------------------------------------------------------
     def local_rule(self, clients: Sequence[int], ctx: RoundContext) -> LocalRule:
@@ -168,8 +184,33 @@ class Algorithm:
         return LocalRule(mu=self.mu, correction=correction)
 
     def local_start(self, clients: Sequence[int], ctx: RoundContext) -> torch.Tensor | None:
-        """Where each client starts (``[M, D]``), or None for the global model (all but FedPer)."""
-        return None if self.fedper is None else self.fedper.start(clients, ctx)
+        """Where each client starts (``[M, D]``), or None for the global model (FedPer: its
+        own head; IFCA: its cluster's model)."""
+        if self.fedper is not None:
+            return self.fedper.start(clients, ctx)
+        start = self._hook("start")
+        return None if start is None else start(clients, ctx)
+
+    def before_training(self, schedule, ctx: RoundContext) -> None:
+        """Client-side work before the round's training (Ditto trains the personal models)."""
+        hook = self._hook("before_training")
+        if hook is not None:
+            hook(schedule, ctx)
+
+    def client_models(self, clients: Sequence[int], ctx: RoundContext) -> dict:
+        """The clients' own models (flat ``[D]``) where they differ from the global model:
+        FedPer's global base with the client's head, Ditto's personal model, IFCA's cluster."""
+        if self.fedper is not None:
+            have = set(ctx.store.clients(self.fedper.store_key))
+            return {k: self.fedper.personal_model(k, ctx.x, ctx.store, ctx.head)
+                    for k in clients if k in have}
+        hook = self._hook("client_models")
+        return {} if hook is None else hook(list(clients), ctx)
+
+    def test_models(self, ctx: RoundContext) -> torch.Tensor | None:
+        """``[J, D]`` models the test set is scored with (the lowest loss wins), or None."""
+        hook = self._hook("test_models")
+        return None if hook is None else hook(ctx)
 
     def recipe(self) -> dict:
         """The round's steps in order, as plain callables: what this algorithm *is*.
@@ -181,6 +222,8 @@ class Algorithm:
         aggregation wrap any recipe by adding their steps.
         """
         client, server = [], []
+        if self._hook("client_step") is not None:
+            client.append(self.personal.client_step)
         if self.fedper is not None:
             client.append(lambda u, ctx: self.fedper.keep_heads(u, ctx, ctx.start))
         if self.scaffold is not None:
@@ -221,11 +264,12 @@ class Algorithm:
         return 2 if self.scaffold is not None else 1
 
     def bytes_per_client(self, num_parameters: int, clients_per_round: int) -> tuple[int, int]:
-        """Bytes (down, up) per sampled client per round: float32 vectors, and secure
+        """Bytes (down, up) per sampled client per round: float32 vectors (down: every model
+        the client needs, e.g. IFCA's ``num_clusters``), and secure
         aggregation's keys, shares and masked vector from :func:`~fedlab_widgets.secagg.cost_model`."""
         plain = num_parameters * BYTES_PER_PARAMETER * self.payload
         if self.secagg is None:
-            return plain, plain
+            return plain * self.models_down, plain
         c = cost_model(num_parameters, clients_per_round)
         return c["secagg_down"], c["secagg_up"]
 

@@ -32,6 +32,10 @@ STEP_NEEDS = {
     "secure_aggregation": {"sum": "which secure aggregation hides from the server: only their "
                                   "sum is revealed",
                            "unshared_state": "unprotected"},
+    "clusters": {"private": "the server averages each cluster's updates apart and must see which "
+                            "cluster each update is for"},
+    "loss_weights": {"private": "q-FFL's server weighs each update by its client's loss and "
+                                "needs its norm (h_k)"},
     "compression": {"dense": "compression does not combine with secure aggregation: masked "
                              "updates are dense, random-looking integers",
                     "unshared_state": "uncompressed"},
@@ -45,6 +49,8 @@ def steps_of(algorithm, compression=None) -> list[str]:
                                    ("differential_privacy", algorithm.dp is not None),
                                    ("secure_aggregation", algorithm.secagg is not None),
                                    ("compression", compression is not None)) if on]
+    pieces = [algorithm.personal] + [getattr(s, "__self__", None) for s in algorithm.own_client_steps]
+    steps += [p.step_name for p in pieces if getattr(p, "step_name", None)]
     return steps
 
 
@@ -65,6 +71,11 @@ def check_compatible(algorithm, compression=None) -> None:
     if state and "personal_head" in steps:
         raise ValueError(STEP_NEEDS["personal_head"]["no_state"])
     for step in ("differential_privacy", "secure_aggregation"):
+        for own in ("clusters", "loss_weights"):
+            if step in steps and own in steps:
+                raise ValueError(f"{step} does not combine with {algorithm.name} here: "
+                                 f"{STEP_NEEDS[own]['private']}, and the privacy here is for "
+                                 f"one sum of equally weighted updates")
         if step in steps:
             why = _not_a_sum(step, algorithm.aggregator_name)
             if why is not None:

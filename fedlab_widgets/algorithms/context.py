@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -112,7 +112,19 @@ class RoundContext:
     head : slice, optional
         The flat coordinates of the model's last layer (FedPer's personal head).
     start : Tensor [M, D], optional
-        Where each client started this round, when not from ``x`` (FedPer).
+        Where each client started this round, when not from ``x`` (FedPer, IFCA).
+    client_loss : callable, optional
+        ``client_loss(models [J, D], clients) -> [J, M]``: each client's mean training
+        loss at each flat model, computed where the clients' data are (q-FFL's
+        ``F_k(x)``, IFCA's choice of cluster). None where no client can be asked (a
+        Flower server).
+    train : callable, optional
+        ``train(schedule, rule, start) -> ClientUpdates``: more local training of the
+        round's clients with the round's ``lr`` (Ditto's personal models).
+    layout : FlatLayout, optional
+        Where each layer lives in the flat vectors (IFCA draws its cluster models with it).
+    clusters : LongTensor [M], optional
+        IFCA: the cluster model each client of the round trained, in schedule order.
     """
 
     round: int
@@ -128,3 +140,7 @@ class RoundContext:
     max_samples: int = 0
     reporting: int = 0        # updates aggregated this round (set by the round's server half)
     start: torch.Tensor | None = None
+    client_loss: Callable | None = None
+    train: Callable | None = None
+    clusters: torch.Tensor | None = None
+    layout: object = None

@@ -22,7 +22,14 @@ def check_exportable(sim) -> None:
     if sim.model_name not in MODELS:
         why.append("the model must be a name from get_model (the server rebuilds it from the seed)")
     alg = sim.algorithm
-    if alg.scaffold is not None or alg.fedper is not None or alg.own_client_steps:
+    if alg.name == "qffl":
+        why.append("qffl's server needs each client's loss at the global model, and the "
+                   "bridge's clients send only their model")
+    elif alg.name == "ifca":
+        why.append("ifca sends every cluster model to each client and averages each cluster "
+                   "apart; the bridge has one global model")
+    elif alg.scaffold is not None or alg.fedper is not None or alg.own_client_steps \
+            or alg.personal is not None:
         why.append(f"{alg.name} keeps state on each client across rounds, which this bridge "
                    "does not carry yet")
     if alg.secagg is not None:
