@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["answer", "report", "ANSWERS", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
+__all__ = ["answer", "report", "ANSWERS", "qffl_weights", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
            "pairwise_mask", "topk_with_error_feedback", "worst_decile"]
 
 
@@ -110,3 +110,14 @@ def worst_decile(acc) -> float:
     import numpy as np
     a = np.sort(np.asarray(acc, dtype=float)[np.isfinite(np.asarray(acc, dtype=float))])
     return float(a[:max(1, math.ceil(0.1 * len(a)))].mean())
+
+
+# -- 12b-fairness-and-clusters -----------------------------------------------------------------
+def qffl_weights(losses, sizes, q: float):
+    """Exercise 12b.1: each client's share of q-FFL's aggregate, n_k (F_k + 1e-10)^q normalised."""
+    import numpy as np
+    w = np.asarray(sizes, dtype=float) * (np.asarray(losses, dtype=float) + 1e-10) ** q
+    return w / w.sum()
+
+
+ANSWERS["12b.1"] = qffl_weights

@@ -36,6 +36,8 @@ class LossWeighting:
         self.q = float(q)
 
     def client_step(self, updates, ctx):
+        if self.q == 0.0:     # n_k F^0 = n_k and h_k = L exactly: FedAvg, without asking for F_k
+            return updates
         if ctx.client_loss is None:
             raise ValueError("qffl needs each client's loss at the global model, which only "
                              "the clients can compute (the simulation asks them)")
@@ -43,7 +45,7 @@ class LossWeighting:
         f = ctx.client_loss(ctx.x.unsqueeze(0), list(updates.clients))[0] + EPS   # F_k(w), float64
         n = updates.weight
         w = n * f.pow(q)                                                    # n_k F_k^q
-        sq = updates.delta.double().pow(2).sum(1) * (L * L)                # ||Delta w_k||^2
+        sq = torch.linalg.vector_norm(updates.delta, dim=1, dtype=torch.float64).pow(2) * (L * L)  # ||Delta w_k||^2
         h = q * f.pow(q - 1) * sq + L * f.pow(q)
         s = (L * w).sum() / (n * h).sum()
         delta = updates.delta if float(s) == 1.0 else updates.delta * s.to(updates.delta.dtype)
