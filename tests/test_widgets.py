@@ -396,3 +396,23 @@ def test_a_chosen_algorithm_starts_at_its_own_defaults(train, test_set):
     assert d.controls["server_lr"].value == pytest.approx(0.01)
     d2 = FedAvgDashboard(train, test_set, algorithm="fedadam", server_lr=0.1, num_clients=20)
     assert d2.controls["server_lr"].value == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("name,param,value", [("ditto", "lam", 1.0), ("ifca", "num_clusters", 2),
+                                              ("qffl", "q", 1.0)])
+def test_personalised_algorithms_in_the_dashboard(dashboard, name, param, value):
+    """Ditto, IFCA and q-FFL from the menu, their parameter shown, the per-client view of
+    each client's own model; a bad value is a message and the earlier run stays."""
+    c = dashboard.controls
+    dashboard.update(algorithm=name, scheme="shards", per_client=True, client_fraction=0.5, rounds=2,
+                     **{param: value})
+    assert c[param].layout.display is None           # the algorithm's own parameter is on screen
+    h = dashboard.run(blocking=True)
+    assert h.config["algorithm"] == name and h.config["algorithm_params"][param] == value
+    assert h.client_accuracy.shape == (2, 20) and np.isfinite(h.client_accuracy).all()
+    assert "clients: mean" in dashboard.status.value
+    bad, why = ({"lam": 100.0}, "lam must be at most 1 / lr") if name == "ditto" else \
+        ({"secure_aggregation": True}, f"secure_aggregation does not combine with {name}")
+    with pytest.raises(ValueError, match=why):
+        dashboard.update(**bad).run(blocking=True)
+    assert why in dashboard.message.value and len(dashboard.histories) == 1
