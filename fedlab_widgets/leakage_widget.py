@@ -75,11 +75,16 @@ class LeakageDemo(Displayable):
         }
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.run_button.on_click(lambda _: self.run())
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True,
+                                    tooltip="stop the attack after its current step")
+        self.stop_button.on_click(lambda _: self.stop())
+        self._stop = threading.Event()
         self.status = W.HTML("Ready: press <b>Run</b> to attack.")
         self.message = W.HTML()
         self.image = W.Image(format="png", layout=W.Layout(width="880px"))
         self.widget = W.VBox([W.HBox([self.controls["index"], self.controls["share"]]),
-                              W.HBox([self.controls["iterations"], self.run_button]),
+                              W.HBox([self.controls["iterations"], self.run_button,
+                                      self.stop_button]),
                               self.status, self.message, self.image])
         self.widget.add_class("fedlab-leakage")
         self.result = None     # (images, labels, mse) of the last attack
@@ -122,6 +127,10 @@ class LeakageDemo(Displayable):
         self._thread.start()
         return None
 
+    def stop(self) -> None:
+        """Stop a running attack after its current step (the last guess stays on screen)."""
+        self._stop.set()
+
     def wait(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
             self._thread.join(timeout)
@@ -134,10 +143,14 @@ class LeakageDemo(Displayable):
         sent = SHARES[share](self.model, x, y)
         label = L.infer_label(sent)
         self._draw(x, None, 0, sent)
-        self.run_button.disabled = True
+        self._stop.clear()
+        self.run_button.disabled, self.stop_button.disabled = True, False
         t0, last = time.perf_counter(), [0.0]
 
         def show(step, images):
+            if self._stop.is_set():
+                self._draw(x, images, step + 1)
+                raise _Stopped(step + 1)
             now = time.perf_counter()
             if now - last[0] > 0.25:          # redraw at most four times a second
                 last[0] = now
@@ -147,13 +160,18 @@ class LeakageDemo(Displayable):
             images, labels = L.invert_gradients(self.model, sent, seed=self.seed,
                                                 iterations=self.controls["iterations"].value,
                                                 callback=show)
+        except _Stopped as stopped:
+            self.status.value = (f"Stopped by the user at step {stopped.args[0]} after "
+                                 f"{time.perf_counter() - t0:.1f} s: the last guess is shown; "
+                                 f"press <b>Run</b> to start again")
+            return None
         except Exception as e:   # noqa: BLE001 - show it, keep the widget alive
             self.message.value = error_html(f"{type(e).__name__}: {e}")
             if raise_errors:
                 raise
             return None
         finally:
-            self.run_button.disabled = False
+            self.run_button.disabled, self.stop_button.disabled = False, True
         mse = float(L.reconstruction_mse(images, x)[0])
         self.result = (images, labels, mse)
         self._draw(x, images, "final")
@@ -162,3 +180,7 @@ class LeakageDemo(Displayable):
                              f"update <b>{label}</b> (true {int(y[0])}); pixel MSE "
                              f"<b>{mse:.2g}</b>: {verdict}")
         return images
+
+
+class _Stopped(Exception):
+    """Raised from the attack's callback when the user presses Stop."""

@@ -300,6 +300,25 @@ def test_leakage_demo_rebuilds_a_digit_from_the_button(test_set):
         LeakageDemo(test_set, share="weights")
 
 
+def test_leakage_demo_stops_when_asked(test_set):
+    """A long attack ends promptly on Stop, keeps its last guess on screen, and runs again."""
+    from fedlab_widgets.leakage_widget import LeakageDemo
+
+    demo = LeakageDemo(test_set, index=3, iterations=300)
+    assert demo.stop_button.disabled
+    demo.run_button.click()
+    _wait_for(lambda: demo.draws >= 2 or not demo.stop_button.disabled)
+    assert not demo.stop_button.disabled and demo.run_button.disabled
+    t0 = time.monotonic()
+    demo.stop_button.click()
+    assert demo.wait(30) and time.monotonic() - t0 < 10
+    assert "Stopped by the user at step" in demo.status.value and demo.result is None
+    assert not demo.run_button.disabled and demo.stop_button.disabled
+    demo.controls["iterations"].value = 5
+    demo.run(blocking=True)
+    assert demo.result is not None and "Done in" in demo.status.value
+
+
 def test_real_devices_controls_and_the_per_client_view(dashboard):
     c = dashboard.controls
     assert dashboard.client_image.layout.display == "none"   # nothing to show yet
