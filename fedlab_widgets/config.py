@@ -147,9 +147,11 @@ class RunConfig(Mapping):
         return RunConfig(**{**self._values, **changes})
 
     def label(self) -> str:
-        """``"C=0.1, E=1, B=10, lr=0.1"`` as in run labels."""
+        """``"C=0.1, E=1, B=10, lr=0.1"`` as in run labels (``", seed=2"`` added for a
+        seed other than 0, so that runs of several seeds tell themselves apart)."""
         b = "inf" if self.batch_size is None else self.batch_size
-        return f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}"
+        seed = f", seed={self.seed}" if self.seed else ""
+        return f"C={self.client_fraction:g}, E={self.local_epochs}, B={b}, lr={self.lr:g}{seed}"
 
     # -- reading ---------------------------------------------------------------------------
     def __getattr__(self, name):

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = "03-fedavg-live.ipynb"
+# its dashboards, in order: the first run, clients (C and K), local work (seeds), the exercises', the playground
+EXERCISES = 3
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 #: front end -> (the server's module, the notebook's URL path)
@@ -212,14 +214,14 @@ def _run_all_cells(page) -> None:
 
 
 def _errors(page) -> list[str]:
-    """Tracebacks, and messages in any dashboard but the exercises' one (notebook 03's second
+    """Tracebacks, and messages in any dashboard but the exercises' one (notebook 03's fourth
     dashboard), whose Exercise 2 makes a run diverge on purpose."""
     texts = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]'
                          ).all_inner_texts()
     out = [t for t in texts if "Traceback" in t or "Error" in t]
     boards = page.locator(".fedlab-dashboard")
     for i in range(boards.count()):
-        if i != 1:
+        if i != EXERCISES:
             out += [t for t in boards.nth(i).locator(".fedlab-message").all_inner_texts() if t.strip()]
     return out
 
@@ -256,9 +258,9 @@ def test_notebook_03_dashboard_trains_live_in_the_browser(lab, browser):
                 return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent));
             }""", timeout=120_000, polling=500)
         assert not _errors(page), _errors(page)
-        assert dash.count() == 3, f"notebook 03 shows 3 dashboards, the page has {dash.count()}"
+        assert dash.count() == 5, f"notebook 03 shows 5 dashboards, the page has {dash.count()}"
         # Exercise 2's reference lr diverges, and the exercises' dashboard says so
-        assert "diverged" in dash.nth(1).locator(".fedlab-message").inner_text()
+        assert "diverged" in dash.nth(EXERCISES).locator(".fedlab-message").inner_text()
 
         board = dash.last                       # the dashboard shown at the end ("your turn")
         board.scroll_into_view_if_needed()
