@@ -122,7 +122,8 @@ def newcomer_accuracy(sim, data=None, *, min_digits: int = 10) -> np.ndarray:
     models = sim.algorithm.test_models(sim.context())
     if models is None:
         return per_writer_accuracy(sim.global_model, data, min_digits=min_digits)[1]
-    ids = torch.as_tensor(per_writer_accuracy(sim.global_model, data, min_digits=min_digits)[0])
+    ids, digits = torch.unique(data.writers, return_counts=True)   # as per_writer_accuracy keeps them
+    ids = ids[digits >= min_digits]
     groups = [(data.writers == w).nonzero().squeeze(1) for w in ids.tolist()]
     loss = client_losses(sim.global_model, sim.layout, data, groups, models)
     acc = np.empty((len(models), len(groups)))

@@ -27,8 +27,6 @@ from ..seeds import generator
 __all__ = ["ClusterModels", "default_init", "purity"]
 
 _KEY = "ifca_models"
-import os
-SAME = bool(os.environ.get("SAMEINIT"))
 
 
 def default_init(layout, g: torch.Generator, *, dtype=torch.float32) -> torch.Tensor:
@@ -74,7 +72,7 @@ class ClusterModels:
         """``[J, D]``: the global model (cluster 0) and the others (drawn at first use)."""
         others = ctx.state.get(_KEY)
         if others is None:
-            others = torch.stack([ctx.x.clone() if SAME else default_init(ctx.layout, generator(ctx.seed, 41, j),
+            others = torch.stack([default_init(ctx.layout, generator(ctx.seed, 41, j),
                                                dtype=ctx.x.dtype)
                                   for j in range(1, self.num_clusters)]) \
                 if self.num_clusters > 1 else ctx.x.new_zeros(0, ctx.x.numel())
@@ -82,7 +80,8 @@ class ClusterModels:
         return torch.cat([ctx.x.unsqueeze(0), others])
 
     def choose(self, clients, ctx) -> torch.Tensor:
-        """Each client's cluster: the model with its lowest training loss (ties: the lowest index)."""
+        """Each client's cluster: the model with its lowest training loss (exact ties, as
+        between identical models, broken at random from the seed, the round and the client)."""
         if self.num_clusters == 1:
             return torch.zeros(len(clients), dtype=torch.int64)
         if ctx.client_loss is None:
@@ -91,7 +90,7 @@ class ClusterModels:
         loss = ctx.client_loss(self.models(ctx), list(clients))
         best = loss.min(0).values
         out = torch.empty(len(clients), dtype=torch.int64)
-        for i, k in enumerate(clients):     # exact ties (identical models) broken at random
+        for i, k in enumerate(clients):
             tied = (loss[:, i] == best[i]).nonzero().squeeze(1)
             pick = 0 if len(tied) == 1 else int(torch.randint(
                 len(tied), (1,), generator=generator(ctx.seed, 43, ctx.round, int(k))))
