@@ -22,10 +22,12 @@ def check_exportable(sim) -> None:
     if sim.model_name not in MODELS:
         why.append("the model must be a name from get_model (the server rebuilds it from the seed)")
     alg = sim.algorithm
-    if alg.name == "qffl":
-        why.append("qffl's server needs each client's loss at the global model, and the "
+    from ..algorithms.compat import steps_of
+    steps = steps_of(alg)
+    if "loss_weights" in steps:
+        why.append(f"{alg.name}'s server needs each client's loss at the global model, and the "
                    "bridge's clients send only their model")
-    elif alg.name == "ifca":
+    elif "clusters" in steps:
         why.append("ifca sends every cluster model to each client and averages each cluster "
                    "apart; the bridge has one global model")
     elif alg.scaffold is not None or alg.fedper is not None or alg.own_client_steps \
