@@ -102,6 +102,19 @@ def topk_with_error_feedback(delta: torch.Tensor, residual: torch.Tensor, k: int
     return sent, v - sent
 
 
+# -- 09b-vertical-fl-and-split-learning ---------------------------------------------------------
+def leak_auc(norms, labels) -> float:
+    """Exercise 09b.1: the norm attack's AUC, the share of (positive, negative) pairs in which the
+    positive's gradient norm is the larger (a tie counting half)."""
+    import numpy as np
+    norms, labels = np.asarray(norms, dtype=float), np.asarray(labels)
+    pos, neg = norms[labels == 1], norms[labels == 0]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
+ANSWERS["09b.1"] = leak_auc
+
+
 # -- 12-personalisation ------------------------------------------------------------------------
 def worst_decile(acc) -> float:
     """Exercise 12.1: the mean accuracy of the worst 10% of clients (at least one; NaNs ignored)."""

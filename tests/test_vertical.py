@@ -319,3 +319,42 @@ def test_split_learning_stops_at_its_target(train, test_set):
                        schedule="sequential", seed=0)
     sl.fit(5, target_accuracy=0.5)
     assert len(sl.history) == 1 and sl.history[0]["accuracy"] >= 0.5
+
+
+def test_together_the_parties_beat_each_party_alone(train, test_set):
+    tr = train.subset(torch.arange(6000))
+    fed = VerticalFederation(tr, test_set, layout="halves", seed=0)
+    fed.fit(1)
+    alone = [fed.alone(p) for p in range(2)]
+    assert fed.history[-1]["accuracy"] > max(alone) + 0.02, (fed.history, alone)
+    with pytest.raises(ValueError, match="alone\\(\\) scores on the test set"):
+        VerticalFederation(tr).alone(0)
+
+
+# -- every setting of both tables, refused with the table's message (as tests/test_validation.py) --
+from fedlab_widgets.vertical import SPLIT_PARAMETERS, VERTICAL_PARAMETERS  # noqa: E402
+from test_validation import expected, invalid_values  # noqa: E402
+
+
+@pytest.mark.parametrize("prm,value", [pytest.param(p, v, id=f"{p.name}={v!r}"[:50])
+                                       for p in VERTICAL_PARAMETERS for v in invalid_values(p)])
+def test_vertical_federation_refuses_every_bad_setting(tiny64, prm, value):
+    with pytest.raises(ValueError) as e:
+        VerticalFederation(tiny64[0], **{prm.name: value})
+    assert str(e.value).startswith(expected(prm)), str(e.value)
+
+
+@pytest.mark.parametrize("prm,value", [pytest.param(p, v, id=f"{p.name}={v!r}"[:50])
+                                       for p in SPLIT_PARAMETERS for v in invalid_values(p)])
+def test_split_learning_refuses_every_bad_setting(tiny64, prm, value):
+    parts = partition(tiny64[0].labels, "iid", 2, seed=0)
+    with pytest.raises(ValueError) as e:
+        SplitLearning(tiny64[0], tiny64[1], parts, **{prm.name: value})
+    assert str(e.value).startswith(expected(prm)), str(e.value)
+
+
+def test_custom_masks_are_a_layout(tiny64):
+    m = np.zeros((3, 28, 28), bool)
+    m[0, :10], m[1, 10:20], m[2, 20:] = True, True, True
+    fed = VerticalFederation(tiny64[0], layout=m, embedding=4)
+    assert fed.blocks.sizes == [280, 280, 224] and len(fed.bottoms) == 3

@@ -79,7 +79,7 @@ class VerticalFederation:
     train, test : FederatedDataset
         The aligned samples (sample ``i`` is the same digit at every party); ``test`` for
         :meth:`accuracy` after each epoch (optional).
-    layout : str or FeatureBlocks, default "halves"
+    layout : str, FeatureBlocks or array of bool (parties, 28, 28), default "halves"
         See :func:`~fedlab_widgets.vertical.blocks.feature_blocks`.
     embedding, hidden, lr, batch_size, positive, defence, noise, seed
         See :data:`PARAMETERS` (each checked, with a message naming it and its range).
@@ -99,10 +99,11 @@ class VerticalFederation:
                  dtype=torch.float32):
         given = dict(embedding=embedding, hidden=hidden, lr=lr, batch_size=batch_size,
                      positive=positive, defence=defence, noise=noise, seed=seed)
-        if isinstance(layout, str):
-            given["layout"] = layout
+        if not isinstance(layout, (FeatureBlocks, np.ndarray)):
+            given["layout"] = layout           # a name: checked against the table
         s = check_params("VerticalFederation", PARAMETERS, given)
-        self.blocks = layout if isinstance(layout, FeatureBlocks) else feature_blocks(layout)
+        self.blocks = layout if isinstance(layout, FeatureBlocks) else feature_blocks(
+            layout if isinstance(layout, np.ndarray) else s["layout"])
         self.settings = s
         self.train, self.test, self.dtype = train, test, dtype
         self.parties = list(self.blocks.names)
@@ -235,6 +236,33 @@ class VerticalFederation:
         g = torch.cat([r[0] for r in rows])
         y = torch.cat([r[1] for r in rows]).numpy()
         return norm_attack(g, y)
+
+    def alone(self, party: int, *, epochs: int = 1) -> float:
+        """Test accuracy of party ``party`` training by itself: its own pixels only, the labels
+        given, the same bottom and top models (the others' activations absent) and settings."""
+        if not 0 <= party < len(self.parties):
+            raise ValueError(f"party must be an integer from 0 to {len(self.parties) - 1}; got {party}")
+        if self.test is None:
+            raise ValueError("alone() scores on the test set: pass test= to VerticalFederation")
+        s = self.settings
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(s["seed"], 254, party))
+            model = nn.Sequential(nn.Linear(self.blocks.sizes[party], s["embedding"]), nn.ReLU(),
+                                  nn.Linear(s["embedding"], s["hidden"]), nn.ReLU(),
+                                  nn.Linear(s["hidden"], 1 if self.binary else self.train.num_classes))
+        model = model.to(self.dtype)
+        opt = torch.optim.SGD(model.parameters(), lr=s["lr"])
+        x = self.blocks.split(self.train.images.to(self.dtype))[party]
+        for epoch in range(epochs):
+            for idx in self.batches(epoch):
+                opt.zero_grad()
+                self.loss(model(x[idx]), self.targets(self.train.labels[idx])).backward()
+                opt.step()
+        with torch.no_grad():
+            out = model(self.blocks.split(self.test.images.to(self.dtype))[party])
+        y = self.targets(self.test.labels)
+        pred = (out.squeeze(1) > 0).to(self.dtype) if self.binary else out.argmax(1)
+        return float((pred == y).double().mean())
 
     def step_leak_aucs(self) -> np.ndarray:
         """The norm attack's AUC on every step's batch alone (NaN for a batch of one class)."""
