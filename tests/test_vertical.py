@@ -358,3 +358,49 @@ def test_custom_masks_are_a_layout(tiny64):
     m[0, :10], m[1, 10:20], m[2, 20:] = True, True, True
     fed = VerticalFederation(tiny64[0], layout=m, embedding=4)
     assert fed.blocks.sizes == [280, 280, 224] and len(fed.bottoms) == 3
+
+
+# -- the live demo ------------------------------------------------------------------------------
+def test_the_demo_is_generated_from_the_table_and_runs(tiny64):
+    import ipywidgets as W
+
+    from fedlab_widgets.widgets import VerticalDemo
+
+    tr, te = tiny64
+    demo = VerticalDemo(tr, te, positive=0, defence="iso", epochs=2)
+    assert isinstance(demo.controls["positive"], W.Dropdown)
+    assert [v for _, v in demo.controls["positive"].options] == [None] + list(range(10))
+    assert "from 0 to 100" in demo.controls["noise"].tooltip
+    first = demo.image.value
+    row = demo.run(blocking=True)
+    assert row["epoch"] == 2 and "leak_auc" in row and demo.image.value != first
+    assert "leak AUC" in demo.status.value and "0 vs rest" in demo.table.value
+    demo.set(defence="none", layout="quadrants", positive=None)
+    demo.run()
+    assert demo.wait(60)
+    assert len(demo.runs) == 2 and "quadrants, 10 digits" in demo.runs[-1]["label"]
+    assert "leak_auc" not in demo.runs[-1]
+
+
+def test_a_bad_value_in_the_demo_is_refused_and_loses_nothing(tiny64, monkeypatch):
+    from fedlab_widgets.widgets import VerticalDemo
+
+    tr, te = tiny64
+    demo = VerticalDemo(tr, te)
+    demo.run(blocking=True)
+    picture, table = demo.image.value, demo.table.value
+    with pytest.raises(ValueError, match="noise must be a number from 0 to 100; got -1"):
+        demo.set(noise=-1, embedding=4)
+    assert demo.controls["embedding"].value == 16            # nothing was set
+    demo.controls["lr"].value = 0.0                         # the log slider holds its lowest value
+    assert demo.settings()["lr"] == pytest.approx(1e-3)
+    demo.controls["lr"].value = 0.1
+
+    def no_memory(self, *a, **k):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(VerticalFederation, "fit", no_memory)   # a run that fails half-way
+    assert demo.run(blocking=True) is None
+    assert "RuntimeError: out of memory" in demo.message.value and not demo.run_button.disabled
+    assert demo.image.value == picture and demo.table.value == table and len(demo.runs) == 1
+    with pytest.raises(ValueError, match="epochs must be an integer from 1 to 20"):
+        VerticalDemo(tr, te, epochs=0)

@@ -37,7 +37,7 @@ __all__ = ["DEFAULT", "param_control", "check_value", "set_value", "control_valu
 
 STYLE = {"description_width": "120px"}
 RENDER_LOCK = threading.Lock()  # matplotlib is not thread-safe: one figure drawn at a time
-_NONE_LABEL = {"batch_size": "full batch"}
+_NONE_LABEL = {"batch_size": "full batch", "positive": "the ten digits"}
 DEFAULT = object()  # param_control's "no value given": the Param's default
 
 
@@ -122,9 +122,10 @@ def control_value(prm: Param, control):
         if not text:
             return None
         try:
-            return float(text)
+            x = float(text)
         except ValueError:
             return text     # the Param refuses it, naming itself
+        return int(x) if prm.kind == "int" and x.is_integer() else x
     return v
 
 

@@ -45,14 +45,14 @@ PARAMETERS = (
     Param("embedding", 16, kind="int", lo=1, hi=1024,
           doc="what each party sends up per example: its bottom model's output width"),
     Param("hidden", 64, kind="int", lo=1, hi=4096, doc="the label holder's top model: hidden units"),
-    Param("lr", 0.1, lo=0.0, lo_open=True, hi=10.0, log=True, doc="every party's SGD learning rate"),
+    Param("lr", 0.1, lo=0.0, lo_open=True, hi=10.0, log=True, ui=(1e-3, 1.0), doc="every party's SGD learning rate"),
     Param("batch_size", 64, kind="int", lo=1, hi=60000, doc="examples per step"),
-    Param("positive", None, kind="int", lo=0, hi=9, none="the ten digits",
+    Param("positive", None, kind="int", lo=0, hi=9, none="the ten digits", choices=tuple(range(10)),
           doc="a binary task: this digit (positive) against the rest"),
     Param("defence", "none", kind="choice", choices=DEFENCES,
           doc="how the label holder perturbs the gradients it sends (Li et al.)"),
     Param("noise", 1.0, lo=0.0, hi=100.0, doc="the defence's noise scale"),
-    Param("seed", 0, kind="int", lo=0, hi=2 ** 63 - 1, text="an integer from 0 to 2**63 - 1",
+    Param("seed", 0, kind="int", lo=0, hi=2 ** 63 - 1, ui=(0, 20), text="an integer from 0 to 2**63 - 1",
           doc="seeds the initial weights, the batch order and the defence's noise"),
 )
 

@@ -49,9 +49,9 @@ PARAMETERS = (
           doc="u-shaped: the client also holds the last layer and the labels"),
     Param("schedule", "sequential", kind="choice", choices=("sequential", "splitfed"),
           doc="clients in turn, handing the client layers on, or in parallel and averaged"),
-    Param("lr", 0.05, lo=0.0, lo_open=True, hi=10.0, log=True, doc="the SGD learning rate"),
+    Param("lr", 0.05, lo=0.0, lo_open=True, hi=10.0, log=True, ui=(1e-3, 1.0), doc="the SGD learning rate"),
     Param("batch_size", 10, kind="int", lo=1, hi=60000, doc="examples per step"),
-    Param("seed", 0, kind="int", lo=0, hi=2 ** 63 - 1, text="an integer from 0 to 2**63 - 1",
+    Param("seed", 0, kind="int", lo=0, hi=2 ** 63 - 1, ui=(0, 20), text="an integer from 0 to 2**63 - 1",
           doc="seeds the initial 2NN (the same as Simulation's for this seed) and the batch order"),
 )
 
