@@ -39,51 +39,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..roc import binary_labels
+from ..roc import roc_auc, roc_curve
+
 __all__ = ["roc_auc", "roc_curve", "LeakResult", "norm_attack", "direction_attack",
            "perturb", "DEFENCES"]
 
 #: the defences :func:`perturb` knows
 DEFENCES = ("none", "iso", "max_norm")
-
-
-def _binary(labels) -> np.ndarray:
-    y = np.asarray(labels).astype(int).ravel()
-    if not set(np.unique(y)) <= {0, 1}:
-        raise ValueError("labels must be 0 or 1")
-    if y.min() == y.max():
-        raise ValueError("labels must hold both classes (a positive and a negative) for an AUC")
-    return y
-
-
-def roc_auc(scores, labels) -> float:
-    """The area under the ROC curve: P(a positive's score > a negative's), ties counting half.
-
-    The Mann-Whitney statistic from average ranks, exact and O(n log n).
-    """
-    s = np.asarray(scores, dtype=float).ravel()
-    y = _binary(labels)
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks (1-based) over ties
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    pos = y == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every threshold, from (0, 0) to (1, 1)."""
-    s = np.asarray(scores, dtype=float).ravel()
-    y = _binary(labels)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # the last index of each distinct score
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
 @dataclass
@@ -116,7 +79,7 @@ def direction_attack(gradients: torch.Tensor, labels, *, known: int | None = Non
 
     ``known``: the index of the positive example the attacker knows (default: the first).
     """
-    y = _binary(labels)
+    y = binary_labels(labels)
     known = int(np.flatnonzero(y == 1)[0]) if known is None else int(known)
     if y[known] != 1:
         raise ValueError(f"known must be the index of a positive example; example {known} is negative")
