@@ -282,7 +282,8 @@ class Algorithm:
 
     def label(self) -> str:
         """``"fedprox(mu=0.01)"``, ``"fedavg"``, ... as in run labels."""
-        ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        ps = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       else f"{k}={v}" for k, v in self.params.items())
         extra = [_named(s) for s in self.client_steps_list + self.server_steps_list]
         if self.aggregator_name not in ("mean", "fednova"):
             extra[:0] = [f"aggregator={self.aggregator_name}"] + [

@@ -44,7 +44,7 @@ from ..engines.base import ClientUpdates
 from ..params import Param, check_params
 from ..seeds import generator
 
-__all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates"]
+__all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates", "ADAPTIVE"]
 
 DP_PARAMETERS: tuple[Param, ...] = (
     Param("clip_norm", 1.0, lo=0.0, lo_open=True, log=True, ui=(1e-2, 10.0),
@@ -53,7 +53,17 @@ DP_PARAMETERS: tuple[Param, ...] = (
           doc="noise standard deviation on the sum, in units of clip_norm"),
     Param("delta", 1e-5, lo=0.0, lo_open=True, hi=1.0, hi_open=True, log=True,
           ui=(1e-8, 1e-2), doc="the delta of (epsilon, delta)-DP"),
+    Param("adaptive_clipping", False, kind="bool",
+          doc="the clip norm follows a quantile of the update norms (Andrew et al. 2021)"),
+    Param("target_quantile", 0.5, lo=0.0, hi=1.0,
+          doc="adaptive clipping: the share of updates meant to be left unclipped"),
+    Param("clip_lr", 0.2, lo=0.0, lo_open=True, hi=10.0,
+          doc="adaptive clipping: the clip norm's geometric step eta_C"),
+    Param("count_noise", None, lo=0.0, lo_open=True, none="m / 20",
+          doc="adaptive clipping: the standard deviation of the noise on the unclipped count"),
 )
+#: the settings that only adaptive clipping reads (kept out of a fixed clip's params)
+ADAPTIVE = ("adaptive_clipping", "target_quantile", "clip_lr", "count_noise")
 
 # RDP orders: integers where the sampled-without-replacement bound is exact, a few
 # fractional ones (interpolated by the library) for large noise.
@@ -116,17 +126,64 @@ class DifferentialPrivacy:
     """
 
     def __init__(self, *, clip_norm: float = 1.0, noise_multiplier: float = 1.0,
-                 delta: float = 1e-5):
+                 delta: float = 1e-5, adaptive_clipping: bool = False, target_quantile: float = 0.5,
+                 clip_lr: float = 0.2, count_noise: float | None = None):
         p = check_params("differential privacy", DP_PARAMETERS,
-                         dict(clip_norm=clip_norm, noise_multiplier=noise_multiplier, delta=delta))
+                         dict(clip_norm=clip_norm, noise_multiplier=noise_multiplier, delta=delta,
+                              adaptive_clipping=adaptive_clipping, target_quantile=target_quantile,
+                              clip_lr=clip_lr, count_noise=count_noise))
         self.clip_norm = p["clip_norm"]
         self.noise_multiplier = p["noise_multiplier"]
         self.delta = p["delta"]
+        self.adaptive_clipping = p["adaptive_clipping"]
+        self.target_quantile, self.clip_lr, self.count_noise = (
+            p["target_quantile"], p["clip_lr"], p["count_noise"])
+        if self.adaptive_clipping and self.count_noise is not None and self.noise_multiplier > 0 \
+                and 2 * self.count_noise <= self.noise_multiplier:
+            raise ValueError(f"count_noise must be more than noise_multiplier / 2 = "
+                             f"{self.noise_multiplier / 2:g} (the updates' share of the noise budget "
+                             f"would be negative); got {self.count_noise:g}")
 
     @property
     def params(self) -> dict:
-        return {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
-                "delta": self.delta}
+        out = {"clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
+               "delta": self.delta}
+        if self.adaptive_clipping:
+            out.update(adaptive_clipping=True, target_quantile=self.target_quantile, clip_lr=self.clip_lr)
+            if self.count_noise is not None:
+                out["count_noise"] = self.count_noise
+        return out
+
+    # -- adaptive clipping (Andrew, Thakkar, McMahan & Ramaswamy 2021) --------------------------
+    def current_clip(self, ctx=None) -> float:
+        """The clip norm of this round: fixed, or adaptive clipping's, kept in the server state."""
+        if self.adaptive_clipping and ctx is not None:
+            return float(ctx.state.get("dp_clip_norm", self.clip_norm))
+        return self.clip_norm
+
+    def count_std(self, clients_per_round: int) -> float:
+        """sigma_b: the noise on the count of unclipped updates (the paper's default m / 20)."""
+        return clients_per_round / 20 if self.count_noise is None else self.count_noise
+
+    def update_noise_multiplier(self, clients_per_round: int) -> float:
+        """z_Delta, the noise on the updates' sum, in units of the clip norm.
+
+        With adaptive clipping the count takes part of the budget: the pair (sum, count) is one
+        Gaussian query of noise multiplier z when ``z_Delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)``
+        (the paper's Theorem 1), so the accountant, charging z, also pays for the count.
+        """
+        z = self.noise_multiplier
+        if not self.adaptive_clipping or z == 0:
+            return z
+        sb = self.count_std(clients_per_round)
+        if 2 * sb <= z:
+            raise ValueError(f"count_noise must be more than noise_multiplier / 2 = {z / 2:g}; "
+                             f"got {sb:g} (m / 20 with m = {clients_per_round}: raise count_noise)")
+        return (z ** -2 - (2 * sb) ** -2) ** -0.5
+
+    def next_clip(self, clip: float, unclipped: float, clients_per_round: int) -> float:
+        """The geometric update ``C exp(-eta_C (b - gamma))``, b the (noisy) unclipped share."""
+        return clip * math.exp(-self.clip_lr * (unclipped / clients_per_round - self.target_quantile))
 
     @property
     def noise_std(self) -> float:
@@ -135,8 +192,13 @@ class DifferentialPrivacy:
 
     # -- the three steps of the round -----------------------------------------------------------
     def clip(self, updates: ClientUpdates, ctx=None) -> ClientUpdates:
-        """Client step: every update clipped to ``clip_norm``."""
-        return clip_updates(updates, self.clip_norm)
+        """Client step: every update clipped to ``clip_norm`` (adaptive clipping: to this round's
+        clip norm, each client also reporting whether its update was within it)."""
+        if not self.adaptive_clipping or ctx is None:
+            return clip_updates(updates, self.clip_norm)
+        clip = self.current_clip(ctx)
+        ctx.state["dp_unclipped"] = float((updates.delta.norm(dim=1) <= clip).sum())
+        return clip_updates(updates, clip)
 
     @staticmethod
     def sum(updates: ClientUpdates) -> torch.Tensor:
@@ -145,11 +207,28 @@ class DifferentialPrivacy:
 
     def noise(self, total: torch.Tensor, ctx) -> torch.Tensor:
         """Server step: ``(sum + N(0, (z * clip_norm)^2 I)) / m`` with m fixed per round."""
+        if self.adaptive_clipping:
+            return self._adaptive_noise(total, ctx)
         if self.noise_multiplier > 0:
             g = generator(ctx.seed, 9, ctx.round)
             total = total + self.noise_std * torch.randn(total.shape, generator=g,
                                                          dtype=total.dtype)
         return total / ctx.clients_per_round
+
+    def _adaptive_noise(self, total: torch.Tensor, ctx) -> torch.Tensor:
+        m, clip = ctx.clients_per_round, self.current_clip(ctx)
+        z = self.update_noise_multiplier(m)
+        if z > 0:
+            total = total + z * clip * torch.randn(total.shape, generator=generator(ctx.seed, 9, ctx.round),
+                                                   dtype=total.dtype)
+        count = ctx.state.pop("dp_unclipped", float(m))
+        if self.noise_multiplier > 0:
+            count += self.count_std(m) * float(torch.randn(1, generator=generator(ctx.seed, 10, ctx.round),
+                                                           dtype=torch.float64))
+        ctx.state.setdefault("dp_clip_norms", []).append(clip)
+        ctx.state.setdefault("dp_unclipped_shares", []).append(count / m)
+        ctx.state["dp_clip_norm"] = self.next_clip(clip, count, m)
+        return total / m
 
     # -- accounting ---------------------------------------------------------------------------
     def epsilon(self, *, rounds: int, num_clients: int, clients_per_round: int) -> float:
@@ -173,5 +252,7 @@ class DifferentialPrivacy:
         return float(eps)
 
     def __repr__(self) -> str:
+        extra = (f", adaptive_clipping=True, target_quantile={self.target_quantile:g}"
+                 if self.adaptive_clipping else "")
         return (f"DifferentialPrivacy(clip_norm={self.clip_norm:g}, "
-                f"noise_multiplier={self.noise_multiplier:g}, delta={self.delta:g})")
+                f"noise_multiplier={self.noise_multiplier:g}, delta={self.delta:g}{extra})")

@@ -36,6 +36,9 @@ def check_exportable(sim) -> None:
                    "does not carry yet")
     if alg.secagg is not None:
         why.append("secure aggregation needs a key-agreement round between clients")
+    if alg.dp is not None and alg.dp.adaptive_clipping:
+        why.append("adaptive clipping needs each client's clipped-or-not bit, and the bridge's "
+                   "clients send only their model")
     if alg.client_steps_list:
         why.append("custom client steps run on the client, and the bridge sends only the model")
     if sim.attack is not None:

@@ -152,7 +152,7 @@ class FedAvgDashboard(Displayable):
         for name in union:
             self.controls[name].layout.display = None if name in table else "none"
             if reset and name in table and name not in keep:
-                self.controls[name].value = table[name].default
+                set_value(table[name], self.controls[name], table[name].default)
 
     def _make_layout(self) -> None:
         parts = dashboard_parts(self.controls["rounds"].value)
