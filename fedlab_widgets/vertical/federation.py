@@ -29,12 +29,13 @@ import torch
 from torch import nn
 
 from ..params import Param, check_params
+from ..roc import roc_auc
 from ..seeds import derive_seed, generator
 from .blocks import LAYOUTS, FeatureBlocks, feature_blocks
 from .label_leakage import DEFENCES, norm_attack, perturb
 from .messages import Channel
 
-__all__ = ["VerticalFederation", "ComposedModel", "PARAMETERS", "LABEL_HOLDER"]
+__all__ = ["VerticalFederation", "ComposedModel", "PARAMETERS", "LABEL_HOLDER", "sgd_step"]
 
 LABEL_HOLDER = "label holder"
 
@@ -152,7 +153,7 @@ class VerticalFederation:
         loss = self.loss(self.top(torch.cat(got, dim=1)), y)
         self.top.zero_grad(set_to_none=True)
         loss.backward()
-        _sgd(self.top, lr)
+        sgd_step(self.top, lr)
         down = [perturb(h.grad, self.settings["defence"], noise=self.settings["noise"],
                         generator=self._noise) for h in got]
         # 3. each party: the gradient it received, back through its own bottom model
@@ -162,7 +163,7 @@ class VerticalFederation:
                 self.received.append((g, y.detach().clone()))
             b.zero_grad(set_to_none=True)
             h.backward(g)
-            _sgd(b, lr)
+            sgd_step(b, lr)
         self.channel.tick()
         return float(loss.detach())
 
@@ -207,14 +208,15 @@ class VerticalFederation:
         return torch.cat([model(x.to(self.dtype)) for x in dataset.images.split(2000)])
 
     def accuracy(self, dataset) -> float:
-        out = self.scores(dataset)
-        y = self.targets(dataset.labels)
+        return self._hit_rate(self.scores(dataset), dataset.labels)
+
+    def _hit_rate(self, out: torch.Tensor, labels: torch.Tensor) -> float:
+        """The share of outputs (logits) that predict the task's label."""
         pred = (out.squeeze(1) > 0).to(self.dtype) if self.binary else out.argmax(1)
-        return float((pred == y).double().mean())
+        return float((pred == self.targets(labels)).double().mean())
 
     def test_auc(self, dataset) -> float:
         """On a binary task: the model's AUC on ``dataset`` (the paper's utility measure)."""
-        from .label_leakage import roc_auc
         return roc_auc(self.scores(dataset).squeeze(1).double().numpy(),
                        self.targets(dataset.labels).numpy())
 
@@ -260,9 +262,7 @@ class VerticalFederation:
                 opt.step()
         with torch.no_grad():
             out = model(self.blocks.split(self.test.images.to(self.dtype))[party])
-        y = self.targets(self.test.labels)
-        pred = (out.squeeze(1) > 0).to(self.dtype) if self.binary else out.argmax(1)
-        return float((pred == y).double().mean())
+        return self._hit_rate(out, self.test.labels)
 
     def step_leak_aucs(self) -> np.ndarray:
         """The norm attack's AUC on every step's batch alone (NaN for a batch of one class)."""
@@ -274,7 +274,8 @@ class VerticalFederation:
 
 
 @torch.no_grad()
-def _sgd(module: nn.Module, lr: float) -> None:
+def sgd_step(module: nn.Module, lr: float) -> None:
+    """One plain SGD step of a party's module from its ``.grad``s (what each party runs locally)."""
     for p in module.parameters():
         if p.grad is not None:
             p -= lr * p.grad

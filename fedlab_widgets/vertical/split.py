@@ -36,6 +36,7 @@ from torch import nn
 from ..models import get_model
 from ..params import Param, check_params
 from ..seeds import generator
+from .federation import sgd_step
 from .messages import Channel
 
 __all__ = ["SplitLearning", "PARAMETERS", "SERVER", "stages_of_2nn"]
@@ -122,15 +123,15 @@ class SplitLearning:
             loss = nn.functional.cross_entropy(head(m_cli), y)
             head.zero_grad(set_to_none=True)
             loss.backward()
-            _sgd(head, lr)
+            sgd_step(head, lr)
             g_m = send(m_cli.grad, sender=client, receiver=SERVER, kind="gradients")
             middle.zero_grad(set_to_none=True)
             m.backward(g_m)
-        _sgd(middle, lr)
+        sgd_step(middle, lr)
         g_a = send(a_srv.grad, sender=SERVER, receiver=client, kind="gradients")
         front.zero_grad(set_to_none=True)
         a.backward(g_a)
-        _sgd(front, lr)
+        sgd_step(front, lr)
         self.channel.tick()
         return float(loss.detach())
 
@@ -222,10 +223,3 @@ def _accumulate(sums, parts, w):
         for k, v in st.items():
             acc[k] += w * v.detach().double()
     return sums
-
-
-@torch.no_grad()
-def _sgd(module: nn.Module, lr: float) -> None:
-    for p in module.parameters():
-        if p.grad is not None:
-            p -= lr * p.grad
