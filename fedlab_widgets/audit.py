@@ -19,6 +19,14 @@ Attacks:
 At **client level** (was this client in the federation?) a client's score is the mean score
 of its examples.
 
+**Canary clients** audit the mechanism itself (Andrew et al., "One-shot empirical privacy
+estimation for federated learning", ICLR 2024): some clients send, instead of their update, a
+fixed random direction of norm ``clip_norm`` (:class:`CanaryClients`, a client step); the
+auditor scores each canary by the cosine between its direction and the model's total change
+(:func:`canary_audit`), against directions that were never sent. Under DP-FedAvg a canary is
+hidden by the noise and nothing else, so this audit comes much closer to the accountant than an
+attack on the data does.
+
 Examples
 --------
 >>> round(epsilon_point(tpr=0.5, fpr=0.1, delta=0.0), 4)     # log(0.5 / 0.1)
@@ -41,10 +49,11 @@ from torch import nn
 
 from .params import Param, check_params
 from .roc import roc_auc, roc_curve
+from .seeds import generator
 
 
 __all__ = ["membership_inference", "MembershipResult", "epsilon_lower_bound", "epsilon_point",
-           "example_losses", "ATTACKS"]
+           "example_losses", "ATTACKS", "CanaryClients", "canary_audit"]
 
 #: the membership inference attacks :func:`membership_inference` knows
 ATTACKS = ("loss", "calibrated")
@@ -211,3 +220,66 @@ def membership_inference(target, members, nonmembers, *, dataset=None, attack: s
     labels = np.concatenate([np.full(len(g), lab) for lab, g in groups])
     fpr, tpr = roc_curve(scores, labels)
     return MembershipResult(roc_auc(scores, labels), fpr, tpr, scores, labels, level)
+
+
+class CanaryClients:
+    """A client step: the updates of ``clients`` replaced by fixed random directions of L2 norm
+    ``norm`` (take the DP clip norm: clipping leaves them whole). Pass it as
+    ``algorithms.get(..., client_steps=[canaries])``; the directions depend on the client id and
+    ``seed`` only, so the auditor knows them and can draw ones never sent.
+
+    Examples
+    --------
+    >>> c = CanaryClients([3, 4], norm=0.5, seed=1)
+    >>> u = c.direction(3, 10)
+    >>> round(float(u.norm()), 6), bool((c.direction(3, 10) == u).all())
+    (1.0, True)
+    """
+
+    def __init__(self, clients, *, norm: float, seed: int = 0):
+        self.clients = frozenset(int(k) for k in clients)
+        if not self.clients:
+            raise ValueError("clients: give at least one canary client")
+        self.norm = check_params("CanaryClients", (Param("norm", 1.0, lo=0.0, lo_open=True),),
+                                 {"norm": norm})["norm"]
+        self.seed = seed
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}   # drawn once: (client, dim) -> u
+
+    def direction(self, client: int, dim: int, dtype=torch.float64) -> torch.Tensor:
+        """Canary ``client``'s unit direction in ``dim`` dimensions."""
+        key = (int(client), int(dim))
+        if key not in self._cache:
+            u = torch.randn(dim, generator=generator(self.seed, 12, int(client)), dtype=torch.float64)
+            self._cache[key] = u / u.norm()
+        return self._cache[key].to(dtype)
+
+    def __call__(self, updates, ctx):
+        rows = [i for i, k in enumerate(updates.clients) if int(k) in self.clients]
+        if not rows:
+            return updates
+        d = updates.delta.clone()
+        for i in rows:
+            d[i] = self.norm * self.direction(updates.clients[i], d.shape[1], d.dtype)
+        return updates.replace(delta=d)
+
+
+def canary_audit(sim, canaries: CanaryClients, start: torch.Tensor, *,
+                 held_out: int | None = None) -> MembershipResult:
+    """Score every canary by ``cos(x_final - start, direction)``: the inserted canaries against
+    ``held_out`` directions never sent (default as many), at client level.
+
+    ``start``: the global model's flat parameters before training (``sim.layout.flatten``).
+    """
+    x = torch.cat([p.detach().flatten().double() for p in sim.global_model.parameters()])
+    change = x - start.double()
+    if float(change.norm()) == 0:
+        raise ValueError("start: the model has not moved from it; run the federation first")
+    inserted = sorted(canaries.clients)
+    n_out = len(inserted) if held_out is None else int(held_out)
+    others = range(sim.num_clients, sim.num_clients + n_out)
+    cos = [float(change @ canaries.direction(k, len(change)) / change.norm())
+           for k in [*inserted, *others]]
+    scores = np.array(cos)
+    labels = np.r_[np.ones(len(inserted)), np.zeros(n_out)].astype(int)
+    fpr, tpr = roc_curve(scores, labels)
+    return MembershipResult(roc_auc(scores, labels), fpr, tpr, scores, labels, "client")

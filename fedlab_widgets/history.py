@@ -38,7 +38,10 @@ class RoundRecord:
     ``eval_size`` is how many test images ``accuracy`` and ``loss`` were measured
     on (the whole test set, a fixed subset for a cheap live estimate, or 0);
     ``clusters`` is, under IFCA, the cluster each client that trained joined (in the
-    order of its sorted ids: the reporting clients of ``clients``).
+    order of its sorted ids: the reporting clients of ``clients``); under differential
+    privacy, ``clip_norm`` is the round's clip norm (adaptive clipping moves it) and ``clipped``
+    the share of reporting clients whose update it clipped (the simulation's view: the server of
+    adaptive clipping sees only a noisy count).
     """
 
     round: int
@@ -61,6 +64,8 @@ class RoundRecord:
     note: str = ""
     eval_size: int = -1  # test images behind accuracy: 0 none, fewer than all an estimate (-1: old)
     clusters: list[int] = field(default_factory=list)  # IFCA: the cluster of each trained client
+    clip_norm: float = float("nan")  # DP: this round's clip norm
+    clipped: float = float("nan")    # DP: share of the reporting clients' updates clipped
 
 
 @dataclass
@@ -110,6 +115,16 @@ class History:
     def attack_success(self) -> np.ndarray:
         """A backdoor's attack success rate per round (NaN without one)."""
         return self._array("attack_success")
+
+    @property
+    def clip_norm(self) -> np.ndarray:
+        """DP: each round's clip norm (NaN without DP); under adaptive clipping, its trajectory."""
+        return self._array("clip_norm")
+
+    @property
+    def clipped(self) -> np.ndarray:
+        """DP: the share of each round's updates that the clip norm cut (NaN without DP)."""
+        return self._array("clipped")
 
     @property
     def epsilon(self) -> np.ndarray:
@@ -249,7 +264,8 @@ class History:
         try:
             d = json.loads(path.read_text())
             for r in d["records"]:
-                for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success"):
+                for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success",
+                          "clip_norm", "clipped"):
                     if r.get(k) is None:
                         r[k] = float("nan")
                 if r.get("client_accuracy"):

@@ -130,7 +130,7 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
     params = list(sim.global_model.parameters())
     clients, fates, training, skipped = _participants(sim, r)
     train_loss = update_norm = float("nan")
-    finite, samples, clusters = True, 0, []
+    finite, samples, clusters, observed = True, 0, [], {}
     with torch_threads(sim.num_threads), torch.no_grad():
         if skipped is None:
             ctx = round_context(sim, r, sim.layout.flatten(params))
@@ -149,6 +149,7 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
                 finite = bool(torch.isfinite(x_new).all())
             if finite:
                 torch._foreach_copy_(params, sim.layout.views(x_new))
+            observed = ctx.observed
         acc, loss, asr, per_client, size = _measure(sim, evaluate_all=finite and evaluate,
                                                     estimate=finite and estimate)
     if not finite:   # the last good global model is kept, so the simulation stays usable
@@ -165,7 +166,8 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
                        epsilon=alg.epsilon(r, sim.num_clients, sim.clients_per_round),
                        dropped=fates.dropped, stragglers=fates.stragglers, reported=reported,
                        client_accuracy=per_client, note=skipped or "", eval_size=size,
-                       clusters=clusters)
+                       clusters=clusters, clip_norm=observed.get("clip_norm", math.nan),
+                       clipped=observed.get("clipped", math.nan))
 
 
 def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:

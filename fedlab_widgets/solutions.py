@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["answer", "report", "ANSWERS", "qffl_weights", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
+__all__ = ["answer", "report", "ANSWERS", "epsilon_from_rates", "qffl_weights", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
            "pairwise_mask", "topk_with_error_feedback", "worst_decile"]
 
 
@@ -113,6 +113,20 @@ def leak_auc(norms, labels) -> float:
 
 
 ANSWERS["09b.1"] = leak_auc
+
+
+# -- 08b-measuring-privacy -----------------------------------------------------------------------
+def epsilon_from_rates(tpr: float, fpr: float, delta: float) -> float:
+    """Exercise 08b.1: the epsilon a test with these exact rates proves (0 if none)."""
+    import math
+    best = 0.0
+    for num, den in ((tpr - delta, fpr), (1 - fpr - delta, 1 - tpr)):
+        if num > 0:
+            best = max(best, math.inf if den <= 0 else math.log(num / den))
+    return best
+
+
+ANSWERS["08b.1"] = epsilon_from_rates
 
 
 # -- 12-personalisation ------------------------------------------------------------------------

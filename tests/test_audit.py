@@ -130,3 +130,97 @@ def _joined(a, b):
     import dataclasses
     return dataclasses.replace(a, images=torch.cat([a.images, b.images]),
                                labels=torch.cat([a.labels, b.labels]), columns={})
+
+
+# -- canary clients: auditing DP-FedAvg itself (Andrew et al., ICLR 2024) ---------------------------
+
+def _canary_run(train, test_set, z, *, canaries, rounds=5):
+    import dataclasses
+
+    from fedlab_widgets import algorithms
+    data = train.subset(torch.arange(540))
+    real = partition(data.labels[:500], "iid", 5, seed=0)
+    with_canaries = dataclasses.replace(real, labels=data.labels, client_indices=real.client_indices
+                                        + [torch.tensor([500 + j]) for j in range(40)])
+    alg = algorithms.get("dp-fedavg", clip_norm=0.5, noise_multiplier=z, client_steps=[canaries])
+    sim = Simulation("logreg", data, test_set.subset(torch.arange(200)), with_canaries, client_fraction=1.0,
+                     batch_size=None, lr=0.5, seed=0, eval_every=rounds, algorithm=alg)
+    start = sim.layout.flatten(list(sim.global_model.parameters())).clone()
+    sim.run(rounds)
+    return sim, start
+
+
+def test_canaries_replace_their_updates_and_the_audit_stays_below_the_accountant(train, test_set):
+    from fedlab_widgets.audit import CanaryClients, canary_audit
+    canaries = CanaryClients(range(5, 45), norm=0.5, seed=0)
+    found = {}
+    for z in (0.05, 4.0):
+        sim, start = _canary_run(train, test_set, z, canaries=canaries)
+        r = canary_audit(sim, canaries, start)
+        assert r.level == "client" and len(r.scores) == 80 and r.members.sum() == 40
+        eps = sim.history.epsilon[-1]
+        assert r.epsilon_lower_bound(delta=1e-5) <= eps, (z, eps)
+        found[z] = r.auc
+    # almost no noise: every canary stands out of the model's change; much noise: hardly any
+    assert found[0.05] > 0.99 and found[4.0] < found[0.05] - 0.1, found
+    # the directions depend on (client, seed) only, so the auditor can redraw them
+    again = CanaryClients(range(5, 45), norm=0.5, seed=0)
+    assert torch.equal(again.direction(7, 100), canaries.direction(7, 100))
+    assert not torch.equal(CanaryClients([7], norm=0.5, seed=1).direction(7, 100), canaries.direction(7, 100))
+
+
+def test_a_canary_update_is_exactly_its_direction_times_the_norm():
+    from types import SimpleNamespace
+
+    from fedlab_widgets.audit import CanaryClients
+    c = CanaryClients([1], norm=0.25, seed=3)
+    delta = torch.randn(3, 20, dtype=torch.float64)
+    seen = {}
+    updates = SimpleNamespace(clients=[0, 1, 2], delta=delta,
+                              replace=lambda **kw: seen.update(kw) or SimpleNamespace(**kw))
+    out = c(updates, None)
+    assert torch.equal(out.delta[0], delta[0]) and torch.equal(out.delta[2], delta[2])
+    assert torch.allclose(out.delta[1], 0.25 * c.direction(1, 20)) and abs(float(out.delta[1].norm()) - 0.25) < 1e-12
+
+
+def test_canary_arguments_are_refused_by_name(train, test_set):
+    from fedlab_widgets.audit import CanaryClients, canary_audit
+    with pytest.raises(ValueError, match="norm must be"):
+        CanaryClients([1], norm=0.0)
+    with pytest.raises(ValueError, match="clients: give at least one canary client"):
+        CanaryClients([], norm=1.0)
+    sim = Simulation("logreg", train.subset(torch.arange(100)), test_set.subset(torch.arange(100)),
+                     partition(train.labels[:100], "iid", 2, seed=0), seed=0)
+    start = sim.layout.flatten(list(sim.global_model.parameters())).clone()
+    with pytest.raises(ValueError, match="start: the model has not moved"):
+        canary_audit(sim, CanaryClients([1], norm=1.0), start)
+
+
+# -- example-level DP: DP-SGD (Opacus) inside each client ---------------------------------------------
+
+def test_dp_sgd_fedavg_epsilon_is_the_rdp_accountants_and_the_run_repeats(train, test_set):
+    from fedlab_widgets.example_dp import dp_sgd_fedavg
+    small = train.subset(torch.arange(600))
+    parts = partition(small.labels, "iid", 3, seed=0)     # 200 digits each, batch 50: q = 0.25, 4 steps/epoch
+    kw = dict(rounds=2, model="logreg", batch_size=50, lr=0.5, noise_multiplier=1.0, max_grad_norm=1.0, seed=0)
+    a = dp_sgd_fedavg(small, test_set.subset(torch.arange(300)), parts, **kw)
+    b = dp_sgd_fedavg(small, test_set.subset(torch.arange(300)), parts, **kw)
+    assert a.accuracy == b.accuracy
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    # every client took part in both rounds: 2 rounds x 1 epoch x 4 Poisson-sampled steps at q = 0.25
+    event = dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(0.25, dpa.GaussianDpEvent(1.0)), 8)
+    ref = dpa.rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
+    assert np.allclose(a.client_epsilon, a.epsilon) and a.epsilon == pytest.approx(ref, rel=0.05), (a.epsilon, ref)
+    # more noise, a smaller epsilon; and the model still learns something at z = 1
+    c = dp_sgd_fedavg(small, test_set.subset(torch.arange(300)), parts, **{**kw, "noise_multiplier": 3.0})
+    assert c.epsilon < a.epsilon / 2 and a.accuracy[-1] > 0.3
+
+
+def test_dp_sgd_fedavg_refuses_bad_settings_by_name(train, test_set):
+    from fedlab_widgets.example_dp import dp_sgd_fedavg
+    small = train.subset(torch.arange(100))
+    parts = partition(small.labels, "iid", 2, seed=0)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        dp_sgd_fedavg(small, test_set, parts, noise_multiplier=0.0)
+    with pytest.raises(ValueError, match="delta"):
+        dp_sgd_fedavg(small, test_set, parts, delta=1.0)

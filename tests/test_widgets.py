@@ -435,3 +435,25 @@ def test_personalised_algorithms_in_the_dashboard(dashboard, name, param, value)
     with pytest.raises(ValueError, match=why):
         dashboard.update(**bad).run(blocking=True)
     assert why in dashboard.message.value and len(dashboard.histories) == 1
+
+
+def test_adaptive_clipping_in_the_dashboard_plots_its_clip_norm(dashboard):
+    c = dashboard.controls
+    c["algorithm"].value = "dp-fedavg"
+    assert c["adaptive_clipping"].layout.display is None and c["local_dp"].layout.display is None
+    dashboard.update(model="logreg", rounds=4, client_fraction=0.5, noise_multiplier=0.5,
+                     clip_norm=0.1, adaptive_clipping=True, target_quantile=0.5)
+    h = dashboard.run(blocking=True)
+    assert h.config["dp_params"]["adaptive_clipping"] and np.isfinite(h.clip_norm).all()
+    assert h.clip_norm[0] == pytest.approx(0.1) and h.clip_norm[-1] != h.clip_norm[0]
+    assert dashboard.client_image.layout.display is None and dashboard.client_image.value
+    ax = dashboard.make_client_figure().axes[0]
+    assert ax.get_ylabel() == "clip norm"
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), h.clip_norm)
+    # local DP and adaptive clipping do not combine: a message naming both, the run kept
+    with pytest.raises(ValueError, match="adaptive_clipping cannot be combined with local_dp"):
+        dashboard.update(local_dp=True).run(blocking=True)
+    assert "local_dp" in dashboard.message.value and len(dashboard.histories) == 1
+    dashboard.update(adaptive_clipping=False)
+    h = dashboard.run(blocking=True)
+    assert h.config["dp_params"]["local_dp"] and dashboard.client_image.layout.display == "none"

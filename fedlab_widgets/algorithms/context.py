@@ -125,6 +125,9 @@ class RoundContext:
         Where each layer lives in the flat vectors (IFCA draws its cluster models with it).
     clusters : LongTensor [M], optional
         IFCA: the cluster model each client of the round trained, in schedule order.
+    observed : dict
+        What the round's steps measured, for its record, not kept across rounds (DP: the
+        ``clip_norm`` used and the share of updates ``clipped``).
     """
 
     round: int
@@ -144,3 +147,4 @@ class RoundContext:
     train: Callable | None = None
     clusters: torch.Tensor | None = None
     layout: object = None
+    observed: dict = field(default_factory=dict)

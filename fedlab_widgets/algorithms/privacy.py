@@ -31,6 +31,15 @@ Only the sampling ratio m / K matters to the accountant; the noise on the *mean*
 ``z * clip_norm / m``, shrinks with m. That is why DP-FL needs many clients per round.
 >>> dp.epsilon(rounds=0, num_clients=1000, clients_per_round=100)
 0.0
+
+**Local DP** (``local_dp=True``, the mechanism of Flower's ``LocalDpMod``): each client clips
+*and noises* its own update before sending, so the server (trusted or not) sees only noisy
+updates. Each report is a Gaussian mechanism on its own, with no amplification by sampling (the
+server sees who sent it), and the noise on the mean is ``z * clip_norm / sqrt(m)``: sqrt(m) times
+central DP's at the same z. Its epsilon is that of a client that takes part in every round.
+>>> DifferentialPrivacy(noise_multiplier=1.0, local_dp=True).epsilon(
+...     rounds=100, num_clients=1000, clients_per_round=10) > 50
+True
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from ..engines.base import ClientUpdates
 from ..params import Param, check_params
 from ..seeds import generator
 
-__all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates", "ADAPTIVE"]
+__all__ = ["DP_PARAMETERS", "DifferentialPrivacy", "clip_updates", "ADAPTIVE", "noise_for_epsilon"]
 
 DP_PARAMETERS: tuple[Param, ...] = (
     Param("clip_norm", 1.0, lo=0.0, lo_open=True, log=True, ui=(1e-2, 10.0),
@@ -61,6 +70,8 @@ DP_PARAMETERS: tuple[Param, ...] = (
           doc="adaptive clipping: the clip norm's geometric step eta_C"),
     Param("count_noise", None, lo=0.0, lo_open=True, none="m / 20",
           doc="adaptive clipping: the standard deviation of the noise on the unclipped count"),
+    Param("local_dp", False, kind="bool",
+          doc="each client noises its own update before sending (local DP, as Flower's LocalDpMod)"),
 )
 #: the settings that only adaptive clipping reads (kept out of a fixed clip's params)
 ADAPTIVE = ("adaptive_clipping", "target_quantile", "clip_lr", "count_noise")
@@ -127,11 +138,15 @@ class DifferentialPrivacy:
 
     def __init__(self, *, clip_norm: float = 1.0, noise_multiplier: float = 1.0,
                  delta: float = 1e-5, adaptive_clipping: bool = False, target_quantile: float = 0.5,
-                 clip_lr: float = 0.2, count_noise: float | None = None):
+                 clip_lr: float = 0.2, count_noise: float | None = None, local_dp: bool = False):
         p = check_params("differential privacy", DP_PARAMETERS,
                          dict(clip_norm=clip_norm, noise_multiplier=noise_multiplier, delta=delta,
                               adaptive_clipping=adaptive_clipping, target_quantile=target_quantile,
-                              clip_lr=clip_lr, count_noise=count_noise))
+                              clip_lr=clip_lr, count_noise=count_noise, local_dp=local_dp))
+        self.local_dp = p["local_dp"]
+        if self.local_dp and p["adaptive_clipping"]:
+            raise ValueError("adaptive_clipping cannot be combined with local_dp: the clip norm "
+                             "follows the server's noisy count of a central mechanism")
         self.clip_norm = p["clip_norm"]
         self.noise_multiplier = p["noise_multiplier"]
         self.delta = p["delta"]
@@ -152,6 +167,8 @@ class DifferentialPrivacy:
             out.update(adaptive_clipping=True, target_quantile=self.target_quantile, clip_lr=self.clip_lr)
             if self.count_noise is not None:
                 out["count_noise"] = self.count_noise
+        if self.local_dp:
+            out["local_dp"] = True
         return out
 
     # -- adaptive clipping (Andrew, Thakkar, McMahan & Ramaswamy 2021) --------------------------
@@ -194,11 +211,24 @@ class DifferentialPrivacy:
     def clip(self, updates: ClientUpdates, ctx=None) -> ClientUpdates:
         """Client step: every update clipped to ``clip_norm`` (adaptive clipping: to this round's
         clip norm, each client also reporting whether its update was within it)."""
-        if not self.adaptive_clipping or ctx is None:
-            return clip_updates(updates, self.clip_norm)
         clip = self.current_clip(ctx)
-        ctx.state["dp_unclipped"] = float((updates.delta.norm(dim=1) <= clip).sum())
-        return clip_updates(updates, clip)
+        if ctx is None:
+            return clip_updates(updates, clip)
+        within = float((updates.delta.norm(dim=1) <= clip).sum())
+        if self.adaptive_clipping:
+            ctx.state["dp_unclipped"] = within
+        ctx.observed.update(clip_norm=clip, clipped=1 - within / max(1, len(updates.delta)))
+        updates = clip_updates(updates, clip)
+        return self._local_noise(updates, ctx) if self.local_dp else updates
+
+    def _local_noise(self, updates: ClientUpdates, ctx) -> ClientUpdates:
+        """Local DP: client k adds its own ``N(0, (z * clip_norm)^2 I)`` (its generator: seed, round, k)."""
+        if self.noise_multiplier == 0:
+            return updates
+        d = updates.delta
+        noise = torch.stack([torch.randn(d.shape[1], generator=generator(ctx.seed, 11, ctx.round, int(k)),
+                                         dtype=d.dtype) for k in updates.clients])
+        return updates.replace(delta=d + self.noise_std * noise)
 
     @staticmethod
     def sum(updates: ClientUpdates) -> torch.Tensor:
@@ -209,7 +239,7 @@ class DifferentialPrivacy:
         """Server step: ``(sum + N(0, (z * clip_norm)^2 I)) / m`` with m fixed per round."""
         if self.adaptive_clipping:
             return self._adaptive_noise(total, ctx)
-        if self.noise_multiplier > 0:
+        if self.noise_multiplier > 0 and not self.local_dp:
             g = generator(ctx.seed, 9, ctx.round)
             total = total + self.noise_std * torch.randn(total.shape, generator=g,
                                                          dtype=total.dtype)
@@ -240,6 +270,8 @@ class DifferentialPrivacy:
         if self.noise_multiplier == 0:
             return math.inf
         from dp_accounting import rdp
+        if self.local_dp:
+            return _local_epsilon(self.noise_multiplier, int(rounds), self.delta)
         per_round = _rdp_per_round(int(num_clients), int(clients_per_round),
                                    float(self.noise_multiplier))
         if per_round is None:  # the library changed its internals: compose afresh
@@ -253,6 +285,45 @@ class DifferentialPrivacy:
 
     def __repr__(self) -> str:
         extra = (f", adaptive_clipping=True, target_quantile={self.target_quantile:g}"
-                 if self.adaptive_clipping else "")
+                 if self.adaptive_clipping else "") + (", local_dp=True" if self.local_dp else "")
         return (f"DifferentialPrivacy(clip_norm={self.clip_norm:g}, "
                 f"noise_multiplier={self.noise_multiplier:g}, delta={self.delta:g}{extra})")
+
+
+@functools.lru_cache(maxsize=256)
+def _local_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """Local DP: ``rounds`` Gaussian reports of one client (sensitivity 2 * clip_norm), no sampling."""
+    import dp_accounting as dpa
+    from dp_accounting import rdp
+    acc = rdp.RdpAccountant(list(_ORDERS), dpa.NeighboringRelation.REPLACE_ONE)
+    acc.compose(dpa.GaussianDpEvent(noise_multiplier / 2), rounds)
+    return float(acc.get_epsilon(delta))
+
+
+def noise_for_epsilon(epsilon: float, *, rounds: int, num_clients: int, clients_per_round: int,
+                      delta: float = 1e-5, local_dp: bool = False) -> float:
+    """The smallest noise multiplier z whose epsilon after ``rounds`` rounds is at most ``epsilon``
+    (dp-accounting's ``calibrate_dp_mechanism`` over the same events :meth:`DifferentialPrivacy.epsilon`
+    charges): how to compare local and central DP at equal epsilon.
+
+    Examples
+    --------
+    >>> z = noise_for_epsilon(5.0, rounds=20, num_clients=100, clients_per_round=10)
+    >>> DifferentialPrivacy(noise_multiplier=z).epsilon(rounds=20, num_clients=100, clients_per_round=10) <= 5.0
+    True
+    """
+    import dp_accounting as dpa
+    from dp_accounting import rdp
+    check_params("noise_for_epsilon", (Param("epsilon", 1.0, lo=0.0, lo_open=True),
+                                       Param("rounds", 1, lo=1, kind="int")),
+                 {"epsilon": epsilon, "rounds": rounds})
+    if local_dp:
+        def event(z):
+            return dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(z / 2), rounds)
+    else:
+        def event(z):
+            return dpa.SelfComposedDpEvent(_event(num_clients, clients_per_round, z), rounds)
+    z = dpa.calibrate_dp_mechanism(
+        lambda: rdp.RdpAccountant(list(_ORDERS), dpa.NeighboringRelation.REPLACE_ONE), event,
+        epsilon, delta, dpa.LowerEndpointAndGuess(1e-3, 1.0), tol=1e-4)
+    return float(z)

@@ -39,6 +39,9 @@ def check_exportable(sim) -> None:
     if alg.dp is not None and alg.dp.adaptive_clipping:
         why.append("adaptive clipping needs each client's clipped-or-not bit, and the bridge's "
                    "clients send only their model")
+    if alg.dp is not None and alg.dp.local_dp:
+        why.append("local DP's noise must be added on each client (Flower's LocalDpMod on the "
+                   "ClientApp), and the bridge clips and noises on the server")
     if alg.client_steps_list:
         why.append("custom client steps run on the client, and the bridge sends only the model")
     if sim.attack is not None:

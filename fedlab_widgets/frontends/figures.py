@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .. import plots
 from ..history import History
+from ..privacy_plots import plot_clipping
 from .controls import figure
 
 __all__ = ["run_note", "status_text", "runs_figure", "client_figure", "LEGEND_WIDTH"]
@@ -114,18 +115,31 @@ def runs_figure(runs: list[History], *, baselines: set, running: list, rounds: i
 
 
 def client_figure(h: History | None, *, rounds: int) -> Figure | None:
-    """The second view (None when the run has no per-client figures or failures): the
-    per-client accuracy spread, and which clients took part in each round."""
-    if h is None or not len(h) or not (
-            h.config.get("local_test_fraction") or h.config.get("dropout")
-            or h.config.get("stragglers")):
+    """The second view (None when the run has nothing for it): the per-client accuracy spread
+    and which clients took part in each round; under adaptive clipping, the clip norm."""
+    if h is None or not len(h):
+        return None
+    per_client = bool(h.config.get("local_test_fraction") or h.config.get("dropout")
+                      or h.config.get("stragglers"))
+    dp = h.config.get("dp_params") or {}
+    clipping = bool(dp.get("adaptive_clipping"))
+    if not (per_client or clipping):
         return None
     fig = figure(12, 3.5)
-    gs = fig.add_gridspec(1, 2, width_ratios=[1, 1.3], wspace=0.22, left=0.06, right=0.99,
-                          top=0.88, bottom=0.27)
-    ax_spread, ax_strip = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    ratios = ([1, 1.3] if per_client else []) + ([1] if clipping else [])
+    gs = fig.add_gridspec(1, len(ratios) + (0 if per_client else 1), wspace=0.3, left=0.06,
+                          right=0.94, top=0.88, bottom=0.27,
+                          width_ratios=ratios + ([] if per_client else [1]))
     name = h.label.split(" ", 1)[0]
-    plots.plot_client_spread(h, ax=ax_spread, title=f"{name}: each client's own test data")
-    ax_spread.set_xlim(0.5, max(rounds, int(h.rounds[-1])) + 0.5)
-    plots.plot_client_strip(h, ax=ax_strip, title=f"{name}: who took part (last 30 rounds)")
+    last = max(rounds, int(h.rounds[-1])) + 0.5
+    if per_client:
+        ax_spread, ax_strip = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+        plots.plot_client_spread(h, ax=ax_spread, title=f"{name}: each client's own test data")
+        ax_spread.set_xlim(0.5, last)
+        plots.plot_client_strip(h, ax=ax_strip, title=f"{name}: who took part (last 30 rounds)")
+    if clipping:
+        ax = fig.add_subplot(gs[0, len(ratios) - 1])
+        plot_clipping(h, ax=ax, target_quantile=dp.get("target_quantile"),
+                      title="adaptive clipping: the clip norm")
+        ax.set_xlim(0.5, last)
     return fig
