@@ -228,6 +228,11 @@ def _report(sim, h, cfg, secs: float) -> None:
     print(f"final accuracy {h.final_accuracy:.4f} after {len(h)} rounds "
           f"(best {h.best_accuracy:.4f}), {secs:.1f} s, "
           f"{h.bytes_total[-1] / 1e6:.1f} MB communicated")
+    if sim.devices is not None and len(h):
+        late = sum(len(r.late) for r in h.records)
+        print(f"simulated time {h.simulated_time[-1] / 3600:.3g} h on the {cfg.devices} devices"
+              + (f", {late} clients missed the deadline" if sim.deadline is not None else "")
+              + (f", mean staleness {np.nanmean(h.staleness):.2f}" if sim.asynchronous else ""))
     asr = h.attack_success[np.isfinite(h.attack_success)] if len(h) else []
     if len(asr):   # an attack that measures its success (a backdoor's)
         print(f"{sim.attack.name} attack success rate {asr[-1]:.4f}")

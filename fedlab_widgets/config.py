@@ -40,6 +40,7 @@ __all__ = ["RUN_PARAMETERS", "RunConfig", "STRAGGLER_MODES", "ENGINE_NAMES", "ru
            "settings_doc"]
 
 STRAGGLER_MODES = ("auto", "drop", "partial")
+SELECTIONS = ("uniform", "available", "power_of_choice", "fast_first")
 ENGINE_NAMES = ("auto", "sequential", "vectorized")
 BATCH_PRESETS = (10, 20, 50, 100, 200, 600)
 
@@ -68,6 +69,18 @@ RUN_PARAMETERS: tuple[Param, ...] = (
     Param("straggler_mode", "auto", kind="choice", choices=STRAGGLER_MODES,
           doc="drop: ignore stragglers (FedAvg); partial: use their partial work (FedProx, "
               "FedNova); auto: drop for FedAvg, partial otherwise"),
+    Param("devices", "none", kind="choice", choices=("none", "uniform", "phones"), special=("table",),
+          none="no clock",
+          doc="device profiles and a simulated clock (none: rounds only; uniform: identical, always "
+              "available; phones: a slow tail and nightly windows; a Devices table)"),
+    Param("deadline", None, lo=0.0, lo_open=True, none="no deadline",
+          doc="simulated seconds the server waits for a round's clients; later ones are dropped"),
+    Param("selection", "uniform", kind="choice", choices=SELECTIONS,
+          doc="which clients a round asks: uniform, the available ones, power_of_choice (highest "
+              "local loss of d candidates), fast_first (fastest of d)"),
+    Param("candidates", None, kind="int", lo=1, none="the default d",
+          doc="d, the candidates power_of_choice (default 2 x clients per round) and fast_first "
+              "(default all available) choose among"),
     Param("local_test_fraction", 0.0, lo=0.0, hi=1.0, hi_open=True, ui=(0.0, 0.5),
           doc="share of each client's data held out as its local test set (0: none)"),
     Param("eval_every", 1, kind="int", lo=1, ui=(1, 20),

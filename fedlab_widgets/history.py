@@ -42,6 +42,12 @@ class RoundRecord:
     privacy, ``clip_norm`` is the round's clip norm (adaptive clipping moves it) and ``clipped``
     the share of reporting clients whose update it clipped (the simulation's view: the server of
     adaptive clipping sees only a noisy count).
+    With devices (:mod:`fedlab_widgets.clock`), ``sim_seconds`` is the round's simulated duration
+    (the slowest reporting client's download, compute and upload, the deadline if one missed it,
+    or the wait for a device to come online) and ``late`` the clients dropped for missing the
+    deadline (also in ``dropped``, as are the clients that were offline). Asynchronous
+    (FedAsync, FedBuff), ``staleness`` is how many versions late each aggregated update was
+    (in the order of ``clients``).
     """
 
     round: int
@@ -66,6 +72,9 @@ class RoundRecord:
     clusters: list[int] = field(default_factory=list)  # IFCA: the cluster of each trained client
     clip_norm: float = float("nan")  # DP: this round's clip norm
     clipped: float = float("nan")    # DP: share of the reporting clients' updates clipped
+    sim_seconds: float = float("nan")  # devices: the round's simulated duration (waits included)
+    late: list[int] = field(default_factory=list)  # devices: dropped for missing the deadline
+    staleness: list[int] = field(default_factory=list)  # asynchronous: versions late, per update
 
 
 @dataclass
@@ -125,6 +134,17 @@ class History:
     def clipped(self) -> np.ndarray:
         """DP: the share of each round's updates that the clip norm cut (NaN without DP)."""
         return self._array("clipped")
+
+    @property
+    def staleness(self) -> np.ndarray:
+        """Asynchronous runs: each round's mean staleness (versions late; NaN for none)."""
+        return np.array([np.mean(r.staleness) if r.staleness else np.nan for r in self.records])
+
+    @property
+    def simulated_time(self) -> np.ndarray:
+        """Devices: cumulative simulated seconds at the end of each round (NaN without devices);
+        ``seconds`` is the real time each round took."""
+        return np.cumsum(self._array("sim_seconds"))
 
     @property
     def epsilon(self) -> np.ndarray:
@@ -265,7 +285,7 @@ class History:
             d = json.loads(path.read_text())
             for r in d["records"]:
                 for k in ("accuracy", "loss", "train_loss", "update_norm", "attack_success",
-                          "clip_norm", "clipped"):
+                          "clip_norm", "clipped", "sim_seconds"):
                     if r.get(k) is None:
                         r[k] = float("nan")
                 if r.get("client_accuracy"):

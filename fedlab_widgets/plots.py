@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .partition import Partition
 from .history import History
+from .privacy_plots import plot_privacy_utility  # noqa: F401  (re-exported: notebook 08 reads it here)
 
 __all__ = ["plot_label_distribution", "plot_client_sizes", "plot_convergence", "plot_partition",
            "plot_privacy_utility", "plot_client_spread", "plot_client_strip"]
@@ -29,7 +30,7 @@ _METRICS = {
 
 
 _X = {"round": "communication round", "megabytes": "megabytes communicated (down and up)",
-      "megabytes_up": "megabytes uploaded by clients"}
+      "megabytes_up": "megabytes uploaded by clients", "hours": "simulated hours (devices)"}
 
 
 class _Percent(PercentFormatter):
@@ -173,6 +174,16 @@ def _as_items(histories) -> list[tuple[str, History]]:
     return [(h.label, h) for h in histories]
 
 
+def _xs(h: History, x: str) -> np.ndarray:
+    if x == "round":
+        return h.rounds
+    if x == "hours":
+        if not np.isfinite(h.simulated_time).any():
+            raise ValueError(f"x='hours' needs runs with devices (simulated time); {h.label!r} has none")
+        return h.simulated_time / 3600
+    return (h.bytes_total if x == "megabytes" else np.cumsum(h.bytes_up)) / 1e6
+
+
 def plot_convergence(histories: History | Iterable[History] | Mapping[str, History], *,
                      metric: str = "accuracy", ax=None, target: float | None = None,
                      x: str = "round", title: str | None = None, legend: bool = True):
@@ -186,9 +197,10 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     ax : matplotlib Axes, optional
     target : float, optional
         Draw a horizontal target line (e.g. 0.97) and mark where each run reaches it.
-    x : {"round", "megabytes", "megabytes_up"}
+    x : {"round", "megabytes", "megabytes_up", "hours"}
         Against communication round, cumulative megabytes communicated (both ways),
-        or cumulative megabytes uploaded by clients (what compression saves).
+        cumulative megabytes uploaded by clients (what compression saves), or simulated
+        hours (``history.simulated_time``: runs with devices).
 
     Returns
     -------
@@ -208,8 +220,7 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     for label, h in _as_items(histories):
         if not len(h):
             continue
-        xs = h.rounds if x == "round" else (h.bytes_total if x == "megabytes"
-                                            else np.cumsum(h.bytes_up)) / 1e6
+        xs = _xs(h, x)
         ys = getattr(h, metric)
         ok = np.isfinite(ys)
         (line,) = ax.plot(xs[ok], ys[ok], marker="." if ok.sum() < 30 else None, label=label)
@@ -235,49 +246,6 @@ def plot_convergence(histories: History | Iterable[History] | Mapping[str, Histo
     if title:
         ax.set_title(title)
     if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    return fig
-
-
-def plot_privacy_utility(rows, *, ax=None, title: str | None = None):
-    """Final accuracy against epsilon, one line per number of clients.
-
-    ``rows`` as returned by :func:`fedlab_widgets.experiments.privacy_utility`; the
-    non-private reference of each number of clients is a dashed horizontal line, and
-    each point is labelled with its noise multiplier z.
-
-    Examples
-    --------
-    >>> rows = [dict(num_clients=100, clients_per_round=10, noise_multiplier=None,
-    ...              epsilon=float("inf"), final_accuracy=0.9),
-    ...         dict(num_clients=100, clients_per_round=10, noise_multiplier=1.0,
-    ...              epsilon=5.0, final_accuracy=0.8)]
-    >>> fig = plot_privacy_utility(rows)
-    """
-    fig, ax = _axes(ax)
-    for k in dict.fromkeys(r["num_clients"] for r in rows):
-        mine = [r for r in rows if r["num_clients"] == k]
-        dp = sorted((r for r in mine if r["noise_multiplier"] is not None),
-                    key=lambda r: r["epsilon"])
-        label = f"K={k} clients, m={mine[0]['clients_per_round']} per round"
-        (line,) = ax.plot([r["epsilon"] for r in dp], [r["final_accuracy"] for r in dp],
-                          "o-", label=label)
-        for r in dp:
-            ax.annotate(f"z={r['noise_multiplier']:g}", (r["epsilon"], r["final_accuracy"]),
-                        textcoords="offset points", xytext=(4, -10), fontsize="x-small",
-                        color=line.get_color())
-        for r in mine:
-            if r["noise_multiplier"] is None:
-                ax.axhline(r["final_accuracy"], color=line.get_color(), ls="--", lw=1,
-                           label=f"K={k}, no privacy")
-    ax.set_xscale("log")
-    ax.set_xlabel("epsilon spent (log scale; smaller is more private)")
-    ax.set_ylabel("final test accuracy")
-    ax.yaxis.set_major_formatter(_Percent())
-    ax.grid(True, alpha=0.3, which="both")
-    if title:
-        ax.set_title(title)
-    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return fig
 

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from .history import History
 
-__all__ = ["plot_roc", "plot_epsilon_bounds", "plot_clipping"]
+__all__ = ["plot_roc", "plot_epsilon_bounds", "plot_clipping", "plot_privacy_utility"]
 
 
 def _new(ax, size=(5, 4)):
@@ -120,4 +120,47 @@ def plot_clipping(history: History, *, ax=None, target_quantile: float | None = 
     lines = ax.get_lines() + right.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], fontsize="small", loc="upper right")
     ax.set_title(title or "the clip norm, round by round")
+    return fig
+
+
+def plot_privacy_utility(rows, *, ax=None, title: str | None = None):
+    """Final accuracy against epsilon, one line per number of clients.
+
+    ``rows`` as returned by :func:`fedlab_widgets.experiments.privacy_utility`; the
+    non-private reference of each number of clients is a dashed horizontal line, and
+    each point is labelled with its noise multiplier z.
+
+    Examples
+    --------
+    >>> rows = [dict(num_clients=100, clients_per_round=10, noise_multiplier=None,
+    ...              epsilon=float("inf"), final_accuracy=0.9),
+    ...         dict(num_clients=100, clients_per_round=10, noise_multiplier=1.0,
+    ...              epsilon=5.0, final_accuracy=0.8)]
+    >>> fig = plot_privacy_utility(rows)
+    """
+    fig, ax = _new(ax, (6, 4))
+    for k in dict.fromkeys(r["num_clients"] for r in rows):
+        mine = [r for r in rows if r["num_clients"] == k]
+        dp = sorted((r for r in mine if r["noise_multiplier"] is not None),
+                    key=lambda r: r["epsilon"])
+        label = f"K={k} clients, m={mine[0]['clients_per_round']} per round"
+        (line,) = ax.plot([r["epsilon"] for r in dp], [r["final_accuracy"] for r in dp],
+                          "o-", label=label)
+        for r in dp:
+            ax.annotate(f"z={r['noise_multiplier']:g}", (r["epsilon"], r["final_accuracy"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize="x-small",
+                        color=line.get_color())
+        for r in mine:
+            if r["noise_multiplier"] is None:
+                ax.axhline(r["final_accuracy"], color=line.get_color(), ls="--", lw=1,
+                           label=f"K={k}, no privacy")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon spent (log scale; smaller is more private)")
+    ax.set_ylabel("final test accuracy")
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    ax.grid(True, alpha=0.3, which="both")
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     return fig

@@ -25,10 +25,12 @@ import torch
 from .algorithms import RoundContext
 from .evaluation import client_losses
 from .history import RoundRecord
+from .clock import round_clock
 from .systems import client_fates, truncate_schedule
 from .threads import torch_threads
 
-__all__ = ["server_half", "play_round", "play_whole_round", "round_context"]
+__all__ = ["server_half", "play_round", "play_whole_round", "round_context", "local_training",
+           "measure", "divergence"]
 
 
 def server_half(algorithm, updates, ctx: RoundContext, *, attack=None, malicious=frozenset(),
@@ -68,26 +70,35 @@ def round_context(sim, r: int, x: torch.Tensor) -> RoundContext:
 
 
 def _participants(sim, r: int):
-    """Round ``r``'s sampled clients, their fates, who trains, and why nobody may."""
+    """Round ``r``'s sampled clients, their fates, who trains, its clock, and why nobody may."""
     clients = sim.sample_clients(r)
     fates = client_fates(clients, round_=r, seed=sim.seed, dropout=sim.dropout,
                          stragglers=sim.stragglers, straggler_work=sim.straggler_work)
     training = fates.full + (fates.stragglers if sim.straggler_mode == "partial" else [])
+    clock = None
+    if sim.devices is not None:   # who was offline or would miss the deadline: dropped
+        clock = round_clock(sim, r, clients, training, fates.work)
+        gone = set(clock.unavailable) | set(clock.late)
+        fates.dropped = sorted(set(fates.dropped) | gone)
+        fates.full = [k for k in fates.full if k not in gone]
+        fates.stragglers = [k for k in fates.stragglers if k not in gone]
+        training = [k for k in training if k not in gone]
     skipped = None
     if not training:
-        skipped = "no client reported"
+        skipped = "no client reported" if clock is None else (
+            "every client missed the deadline" if clock.late else "no client was available")
     else:
         try:
             sim.algorithm.validate(len(training))
         except ValueError as e:
             skipped = f"too few clients reported for the aggregator ({e})"
-    return clients, fates, training, skipped
+    return clients, fates, training, skipped, clock
 
 
-def _local_training(sim, r: int, ctx: RoundContext, training, fates):
+def local_training(sim, r: int, ctx: RoundContext, training, work: dict):
     """The sampled clients' local training: their updates and the schedule they followed."""
     alg = sim.algorithm
-    schedule = truncate_schedule(sim.make_schedule(r, sorted(training)), fates.work)
+    schedule = truncate_schedule(sim.make_schedule(r, sorted(training)), work)
     ctx.start = alg.local_start(schedule.clients, ctx)
     alg.before_training(schedule, ctx)
     rule = alg.local_rule(schedule.clients, ctx)
@@ -97,7 +108,7 @@ def _local_training(sim, r: int, ctx: RoundContext, training, fates):
     return updates, schedule
 
 
-def _measure(sim, *, evaluate_all: bool, estimate: bool):
+def measure(sim, *, evaluate_all: bool, estimate: bool):
     """Accuracy and loss (whole test set, or the fixed subset), backdoor success, per client."""
     acc = loss = float("nan")
     if evaluate_all or estimate:
@@ -110,7 +121,7 @@ def _measure(sim, *, evaluate_all: bool, estimate: bool):
     return acc, loss, asr, per_client, size
 
 
-def _divergence(sim, r: int, train_loss: float) -> str:
+def divergence(sim, r: int, train_loss: float) -> str:
     what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) \
         else "the global model became NaN or infinite"
     cause = (f"the {sim.attack.name} attack broke it" if sim.attack is not None else
@@ -128,13 +139,13 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
     t0 = time.perf_counter()
     alg = sim.algorithm
     params = list(sim.global_model.parameters())
-    clients, fates, training, skipped = _participants(sim, r)
+    clients, fates, training, skipped, clock = _participants(sim, r)
     train_loss = update_norm = float("nan")
     finite, samples, clusters, observed = True, 0, [], {}
     with torch_threads(sim.num_threads), torch.no_grad():
         if skipped is None:
             ctx = round_context(sim, r, sim.layout.flatten(params))
-            updates, schedule = _local_training(sim, r, ctx, training, fates)
+            updates, schedule = local_training(sim, r, ctx, training, fates.work)
             samples = int(sum(len(ix) for ix in schedule.indices))
             if ctx.clusters is not None:     # IFCA: which cluster each client joined
                 joined = dict(zip(schedule.clients, ctx.clusters.tolist()))
@@ -150,14 +161,12 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
             if finite:
                 torch._foreach_copy_(params, sim.layout.views(x_new))
             observed = ctx.observed
-        acc, loss, asr, per_client, size = _measure(sim, evaluate_all=finite and evaluate,
+        acc, loss, asr, per_client, size = measure(sim, evaluate_all=finite and evaluate,
                                                     estimate=finite and estimate)
     if not finite:   # the last good global model is kept, so the simulation stays usable
-        sim.history.stop_reason = _divergence(sim, r, train_loss)
+        sim.history.stop_reason = divergence(sim, r, train_loss)
     reported = 0 if skipped else len(training)
-    down, up = alg.bytes_per_client(sim.num_parameters, sim.clients_per_round)
-    if sim.compression is not None:
-        up = sim.compression.bytes_up(sim.num_parameters)
+    down, up = sim.bytes_per_client()
     return RoundRecord(round=r, accuracy=acc, loss=loss, train_loss=train_loss, clients=clients,
                        bytes_down=down * len(clients), bytes_up=up * reported,
                        seconds=time.perf_counter() - t0, samples=samples if reported else 0,
@@ -167,11 +176,14 @@ def play_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundR
                        dropped=fates.dropped, stragglers=fates.stragglers, reported=reported,
                        client_accuracy=per_client, note=skipped or "", eval_size=size,
                        clusters=clusters, clip_norm=observed.get("clip_norm", math.nan),
-                       clipped=observed.get("clipped", math.nan))
+                       clipped=observed.get("clipped", math.nan),
+                       sim_seconds=math.nan if clock is None else clock.duration,
+                       late=[] if clock is None else clock.late)
 
 
-def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:
-    """:func:`play_round`, recorded whole or not applied: interrupted (Ctrl-C, an error),
+def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False,
+                     play=None) -> RoundRecord:
+    """:func:`play_round` (or ``play``, the asynchronous one), recorded whole or not applied: interrupted (Ctrl-C, an error),
     the global model, the server's state and the clients' state are as before it, so
     that going on gives the seeded run."""
     params = [p.detach().clone() for p in sim.global_model.parameters()]
@@ -179,7 +191,7 @@ def play_whole_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> 
              for k, v in sim.server_state.items()}
     sim.client_store.begin()
     try:
-        rec = play_round(sim, r, evaluate=evaluate, estimate=estimate)
+        rec = (play or play_round)(sim, r, evaluate=evaluate, estimate=estimate)
     except BaseException:
         with torch.no_grad():
             torch._foreach_copy_(list(sim.global_model.parameters()), params)

@@ -36,6 +36,7 @@ import torch
 from . import algorithms as _algorithms
 from . import attacks as _attacks
 from . import compression as _compression
+from . import describe as _describe
 from .algorithms.compat import check_compatible
 from .algorithms.fedper import head_slice
 from .personalisation import client_accuracy, split_local_test
@@ -46,13 +47,30 @@ from .models import as_model, count_parameters
 from .partition import Partition, check_federation
 from .config import RUN_PARAMETERS, RunConfig, run_parameter, settings_doc
 from .evaluation import Subset, evaluate, evaluate_each
+from .asynchronous import asynchronous_kind, check_asynchronous, play_async_round
+from .clock import check_deadline, make_devices, split_devices
 from .round import play_whole_round, round_context
+from .selection import check_selection, select_clients
 from .seeds import generator
 from .threads import default_num_threads, resolve_num_threads
 
 __all__ = ["Simulation", "History", "RoundRecord", "evaluate", "ENGINES", "sgd_steps",
            "default_num_threads"]
 
+
+
+def _set_up_time(sim, cfg: RunConfig, table) -> None:
+    """The devices, deadline, client selection and asynchrony of ``sim``, checked together."""
+    sim.devices = make_devices(cfg.devices, table, sim.num_clients, seed=sim.seed)
+    sim.deadline, sim.selection, sim.candidates = cfg.deadline, cfg.selection, cfg.candidates
+    check_selection(sim.selection, sim.candidates, sim.devices, num_clients=sim.num_clients,
+                    clients_per_round=sim.clients_per_round)
+    sim.asynchronous = asynchronous_kind(sim.algorithm)   # fedasync, fedbuff or None
+    if sim.asynchronous:
+        check_asynchronous(sim)
+    down, up = sim.bytes_per_client()
+    check_deadline(sim.deadline, sim.devices, sizes=sim.partition.sizes.numpy(),
+                   local_epochs=sim.local_epochs, bytes_down=down, bytes_up=up)
 
 
 class Simulation:
@@ -113,6 +131,7 @@ class Simulation:
                  config: RunConfig | None = None, **settings):
         if config is not None and not isinstance(config, RunConfig):
             raise ValueError(f"config must be a RunConfig; got {type(config).__name__}")
+        settings, table = split_devices(settings)
         cfg = RunConfig(**settings) if config is None else config.replace(**settings)
         self.settings = cfg
         self.client_fraction, self.local_epochs = cfg.client_fraction, cfg.local_epochs
@@ -152,6 +171,7 @@ class Simulation:
         self.num_clients = partition.num_clients
         self.clients_per_round = max(round(self.client_fraction * self.num_clients), 1)
         self.algorithm.validate(self.clients_per_round, lr=self.lr)
+        _set_up_time(self, cfg, table)
         self.malicious = frozenset() if self.attack is None else \
             self.attack.choose(self.num_clients, self.seed)
         self.layout = FlatLayout(self.global_model)
@@ -169,52 +189,23 @@ class Simulation:
     def config(self) -> dict:
         """The settings of this simulation, as stored in its history: the run settings
         (:meth:`RunConfig.to_dict`, with ``straggler_mode``, ``engine`` and ``num_threads``
-        resolved), the data, the algorithm, attack and compression."""
-        p = self.partition
-        return {
-            "model": self.model_name, "dataset": getattr(self.train, "name", ""),
-            "partition": p.label(), "scheme": p.scheme, "partition_params": dict(p.params),
-            "partition_seed": p.seed, "partition_fingerprint": self.full_partition.fingerprint(),
-            "num_clients": self.num_clients, "clients_per_round": self.clients_per_round,
-            **self.settings.to_dict(),
-            "straggler_mode": self.straggler_mode, "engine": self.engine.name,
-            "num_threads": self.num_threads, "eval_subset": self.eval_subset,
-            **self.algorithm.config(),
-            **({} if self.attack is None else {**self.attack.config(),
-                                               "malicious_clients": sorted(self.malicious)}),
-            **({} if self.compression is None else self.compression.config()),
-            **({} if not self.feature_skew else {"feature_skew": dict(self.feature_skew)}),
-            "num_parameters": self.num_parameters,
-        }
+        resolved), the data, the algorithm, attack, compression and devices."""
+        return _describe.run_config(self)
 
     @property
     def feature_skew(self) -> dict:
         """The training data's feature skew (rotation, noise, seed) as
         :func:`~fedlab_widgets.features.skew_features` made it, or ``{}``."""
-        skew = getattr(self.train, "feature_skew", None) or {}
-        if "partition" not in skew:      # not made per client (a whole set turned by rotated())
-            return {}
-        return {k: skew[k] for k in ("rotation", "noise", "seed")}
+        return _describe.feature_skew(self)
 
     def default_label(self) -> str:
-        extra = "" if self.attack is None else f", {self.attack.label()}"
-        if self.dropout:
-            extra += f", dropout={self.dropout:g}"
-        if self.stragglers:
-            extra += f", stragglers={self.stragglers:g} ({self.straggler_mode})"
-        if self.compression is not None:
-            extra += f", {self.compression.label()}"
-        skew = self.feature_skew
-        if skew.get("rotation", "none") != "none":
-            extra += f", rotation={skew['rotation']}"
-        if skew.get("noise"):
-            extra += f", noise={skew['noise']:g}"
-        return (f"{self.algorithm.label()}, {self.model_name}, {self.full_partition.label()}, "
-                f"{self.settings.label()}{extra}")
-
+        return _describe.default_label(self)
     # -- randomness shared by all engines ----------------------------------------------
     def sample_clients(self, round_: int) -> list[int]:
-        """The clients sampled in ``round_`` (sorted), without replacement."""
+        """The clients sampled in ``round_`` (sorted), without replacement (``selection``:
+        :mod:`fedlab_widgets.selection`)."""
+        if self.selection != "uniform":
+            return select_clients(self, round_)
         g = generator(self.seed, 1, round_)
         return sorted(torch.randperm(self.num_clients, generator=g)[:self.clients_per_round].tolist())
 
@@ -223,6 +214,11 @@ class Simulation:
         ix = self.partition.client_indices[client]
         g = generator(self.seed, 2, round_, client, epoch)
         return ix[torch.randperm(len(ix), generator=g)]
+
+    def bytes_per_client(self) -> tuple[int, int]:
+        """What one client downloads and uploads in a round (after compression), in bytes."""
+        down, up = self.algorithm.bytes_per_client(self.num_parameters, self.clients_per_round)
+        return down, (up if self.compression is None else self.compression.bytes_up(self.num_parameters))
 
     def make_schedule(self, round_: int, clients: list[int]) -> Schedule:
         """The minibatches of ``clients`` in ``round_``: E shuffled passes, batches of B."""
@@ -275,7 +271,7 @@ class Simulation:
         if self._busy.locked():
             raise RuntimeError("cannot reset while a run is in progress: stop it first")
         self.global_model.load_state_dict(self.initial_state)
-        self.round = 0
+        self.round, self.sim_time = 0, 0.0   # rounds played; simulated seconds (with devices)
         self.server_state: dict = {}        # server optimiser moments, SCAFFOLD's c, ...
         self.client_store = ClientStore()   # per-client state (SCAFFOLD's c_k, ...)
         self.history = History(config=self.config(), label=self.default_label())
@@ -302,8 +298,11 @@ class Simulation:
                     return
                 full = (self.round + 1) % self.eval_every == 0 or self.round + 1 == end
                 rec = play_whole_round(self, self.round + 1, evaluate=full,
-                                       estimate=not full and self.test_subset is not None)
+                                       estimate=not full and self.test_subset is not None,
+                                       play=play_async_round if self.asynchronous else None)
                 self.round = rec.round
+                if self.devices is not None:
+                    self.sim_time += rec.sim_seconds
                 self.history.records.append(rec)
                 yield rec
                 if self.history.diverged:

@@ -129,6 +129,17 @@ def epsilon_from_rates(tpr: float, fpr: float, delta: float) -> float:
 ANSWERS["08b.1"] = epsilon_from_rates
 
 
+# -- 11b-time-and-asynchrony ----------------------------------------------------------------------
+def round_seconds(times, deadline=None) -> float:
+    """Exercise 11b.1: a synchronous round's simulated duration: the slowest client's time, or
+    the deadline when some client would miss it."""
+    slowest = max(times)
+    return float(slowest if deadline is None or slowest <= deadline else deadline)
+
+
+ANSWERS["11b.1"] = round_seconds
+
+
 # -- 12-personalisation ------------------------------------------------------------------------
 def worst_decile(acc) -> float:
     """Exercise 12.1: the mean accuracy of the worst 10% of clients (at least one; NaNs ignored)."""

@@ -45,6 +45,8 @@ def test_engines_agree_float64(small64, name, case):
     params = {"fedprox": {"mu": 0.5},  # a mu large enough to matter
               "dp-fedavg": {"clip_norm": 0.3, "noise_multiplier": 0.05}}.get(name, {})
     out = []
+    if algorithms.ALGORITHMS.trait(name, "asynchronous"):   # FedAsync, FedBuff: on the clock
+        kw = {**kw, "devices": "phones"}
     for engine in ("sequential", "vectorized"):
         sim = Simulation(get_model("2nn", seed=0).double(), train, test, parts, lr=0.1, seed=3,
                          engine=engine, eval_every=1000,

@@ -457,3 +457,22 @@ def test_adaptive_clipping_in_the_dashboard_plots_its_clip_norm(dashboard):
     dashboard.update(adaptive_clipping=False)
     h = dashboard.run(blocking=True)
     assert h.config["dp_params"]["local_dp"] and dashboard.client_image.layout.display == "none"
+
+
+def test_the_dashboard_runs_on_the_simulated_clock_and_draws_hours(dashboard):
+    """Issue 23: devices, deadline and selection in the Real devices box; FedBuff against its
+    FedAvg baseline; the x axis in simulated hours; a bad pair refused with the runs kept."""
+    dashboard.update(model="logreg", rounds=3, client_fraction=0.2, devices="phones",
+                     algorithm="fedbuff", compare_fedavg=True)
+    h = dashboard.run(blocking=True)
+    assert h.config["devices"] == "phones" and np.isfinite(h.simulated_time).all()
+    assert len(dashboard.histories) == 2 and "simulated time" in dashboard.status.value
+    dashboard.controls["x_axis"].value = "hours"
+    ax = dashboard.make_figure().axes[0]
+    assert ax.get_xlabel() == "simulated hours (devices)"
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata()[-1], h.simulated_time[-1] / 3600)
+    with pytest.raises(ValueError, match="fedbuff needs devices"):
+        dashboard.update(devices="none").run(blocking=True)
+    assert "devices" in dashboard.message.value and len(dashboard.histories) == 2
+    with pytest.raises(ValueError, match="devices must be one of none, uniform, phones"):
+        dashboard.update(devices="tablets")

@@ -25,6 +25,10 @@ name           what changes from FedAvg                                         
                its lowest loss, each averages its own clients (Ghosh et al. 2020)
 ``qffl``       q-FedAvg: clients weighted by ``loss^q``, so the worst-served     ``q``
                count more (Li, Sanjabi, Beirami & Smith 2020)
+``fedasync``   asynchronous: each arriving model mixed in, weighted by its        ``mixing``, ``staleness``
+               staleness (Xie, Koyejo & Gupta 2019; needs devices)
+``fedbuff``    asynchronous: K arrivals buffered, staleness-weighted, then one    ``buffer_size``, ``server_lr``,
+               server step (Nguyen et al. 2022; needs devices)                    ``staleness``
 =============  ===============================================================  =====================================
 
 Differential privacy and secure aggregation also compose with any algorithm
@@ -45,7 +49,7 @@ Traceback (most recent call last):
 ValueError: mu must be a number from 0 to 10; got -1
 >>> algorithms.get("fedsgd")
 Traceback (most recent call last):
-ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, feddyn, fedper, ditto, ifca, qffl; got 'fedsgd'
+ValueError: algorithm must be one of fedavg, fedprox, scaffold, fednova, fedavgm, fedadam, fedyogi, fedadagrad, dp-fedavg, feddyn, fedper, ditto, ifca, qffl, fedasync, fedbuff; got 'fedsgd'
 >>> algorithms.get("fedprox", mu=0.1, secure_aggregation=True)
 Algorithm(fedprox(mu=0.1, secagg))
 >>> algorithms.get("fedavg", aggregator="median", secure_aggregation=True)
@@ -180,6 +184,22 @@ ALGORITHMS.add("qffl", lambda q: {"own_client_steps": [LossWeighting(q).client_s
                doc="q-FedAvg: clients weighted by their loss to the power q "
                    "(Li, Sanjabi, Beirami & Smith 2020)",
                own_aggregator="its loss-weighted mean is the algorithm")
+
+_STALENESS = (Param("staleness", "polynomial", kind="choice", choices=("constant", "polynomial", "hinge"),
+                     doc="how an update tau versions late counts: 1, (1 + tau)^-a, or 1 up to b then "
+                         "1 / (a (tau - b) + 1) (Xie et al. 2019)"),
+              Param("staleness_a", 0.5, lo=0.0, hi=10.0, doc="the staleness weight's exponent or slope a"),
+              Param("staleness_b", 4.0, lo=0.0, hi=1000.0, doc="hinge: versions late before the weight falls"))
+ALGORITHMS.add("fedasync", lambda mixing, **s: {},
+               (Param("mixing", 0.6, lo=0.0, lo_open=True, hi=1.0,
+                      doc="alpha: x <- (1 - alpha s(tau)) x + alpha s(tau) x_k per arrival"), *_STALENESS),
+               doc="every arriving client model is mixed into the global one, weighted by its "
+                   "staleness (Xie, Koyejo & Gupta 2019)", asynchronous="fedasync", stragglers="partial")
+ALGORITHMS.add("fedbuff", lambda buffer_size, server_lr, **s: {"server_optimizer": ServerSGD(lr=server_lr)},
+               (Param("buffer_size", None, kind="int", lo=1, none="the clients per round",
+                      doc="K: arrivals buffered before the server steps"), _server_lr(1.0), *_STALENESS),
+               doc="arrivals buffered, staleness-weighted, the server steps after K of them "
+                   "(Nguyen et al. 2022)", asynchronous="fedbuff", stragglers="partial")
 
 PARAMETERS: dict[str, tuple[Param, ...]] = ALGORITHMS.table()
 NAMES: tuple[str, ...] = ALGORITHMS.names()

@@ -48,6 +48,11 @@ def check_exportable(sim) -> None:
         why.append("attacks are simulated clients' behaviour")
     if sim.dropout or sim.stragglers or sim.compression is not None or sim.local_test is not None:
         why.append("dropout, stragglers, compression and per-client test sets are simulated")
+    if sim.devices is not None or sim.selection != "uniform":
+        why.append("simulated devices, deadlines and client selection belong to the simulation (a "
+                   "deployment has real devices, and the bridge's strategy samples uniformly)")
+    if sim.asynchronous:
+        why.append(f"{alg.name} is asynchronous, and the bridge's Flower strategy runs synchronous rounds")
     if sim.train.name not in ("MNIST", "FashionMNIST"):
         why.append(f"the dataset must be MNIST or Fashion-MNIST (got {sim.train.name!r})")
     if why:

@@ -134,6 +134,7 @@ class FedAvgDashboard(Displayable):
                 c[n] = param_control(setting_parameter(n), values.get(n, DEFAULT),
                                      description=DESCRIPTIONS.get(n, n.replace("attack_", "")))
         self.controls = c
+        c["x_axis"].observe(lambda _: self._draw(), names="value")
         c["scheme"].observe(lambda _: show_scheme_parameter(c), names="value")
         show_scheme_parameter(c)
         for chooser in CHOOSERS:
@@ -337,7 +338,7 @@ class FedAvgDashboard(Displayable):
         """The plot as a matplotlib Figure: accuracy and loss per round, and the legend."""
         runs = list(self.histories) + [h for h in self.current if h not in self.histories]
         return runs_figure(runs, baselines=self.baselines, running=self.current,
-                           rounds=self.controls["rounds"].value,
+                           rounds=self.controls["rounds"].value, x=self.controls["x_axis"].value,
                            target=self._target() if target is None else target)
 
     def make_client_figure(self) -> Figure | None:

@@ -69,28 +69,38 @@ def status_text(h: History, n: int, elapsed: float, *, target: float | None,
         sp = h.client_spread()
         parts.append(f"clients: mean <b>{sp['mean'][-1]:.0%}</b>, worst "
                      f"<b>{sp['worst'][-1]:.0%}</b><b>")
+    clock = h.simulated_time[-1] if len(h) else float("nan")
+    if np.isfinite(clock):
+        parts.append(f"simulated time <b>{clock / 3600:.2f} h</b><b>")
     acc_text = "</b> &middot; ".join(parts)
     return (f"{_state(h, final)}: <b>round {r}/{n}</b> &middot; global test accuracy "
             f"<b>{acc_text}</b> &middot; {elapsed:.1f} s &middot; {mb:.1f} MB communicated")
 
 
 def runs_figure(runs: list[History], *, baselines: set, running: list, rounds: int,
-                target: float | None) -> Figure:
-    """Accuracy and loss per round of every run, overlaid (baselines dashed), and the legend."""
+                target: float | None, x: str = "round") -> Figure:
+    """Accuracy and loss per round (or simulated hour, ``x="hours"``: the runs with devices)
+    of every run, overlaid (baselines dashed), and the legend."""
+    timed = [h for h in runs if len(h) and np.isfinite(h.simulated_time).any()]
+    if x == "hours" and timed:
+        runs = timed
+    else:
+        x = "round"
     fig = figure(12, 4)
     gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 0.8], wspace=0.25,
                           left=0.06, right=0.99, top=0.9, bottom=0.14)
     ax_acc, ax_loss, ax_leg = (fig.add_subplot(gs[0, i]) for i in range(3))
-    plots.plot_convergence(runs, metric="accuracy", ax=ax_acc, target=target,
+    plots.plot_convergence(runs, metric="accuracy", ax=ax_acc, target=target, x=x,
                            title="global model: test accuracy", legend=False)
-    plots.plot_convergence(runs, metric="loss", ax=ax_loss,
+    plots.plot_convergence(runs, metric="loss", ax=ax_loss, x=x,
                            title="global model: test loss", legend=False)
     dashed = {h.label for h in runs if id(h) in baselines}
     # the x axis spans the rounds asked for, from round 1, so the curve grows into it
     last = max([rounds] + [int(h.rounds[-1]) for h in runs if len(h)])
     for ax in (ax_acc, ax_loss):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(0.5, last + 0.5)
+        if x == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, last + 0.5)
         for line in ax.get_lines():
             if line.get_label() in dashed:
                 line.set_linestyle("--")
@@ -98,7 +108,7 @@ def runs_figure(runs: list[History], *, baselines: set, running: list, rounds: i
     for h in runs:  # a backdoor's attack success rate, dotted, in the run's colour
         asr = h.attack_success if len(h) else np.array([])
         ok = np.isfinite(asr)
-        if ok.any():
+        if ok.any() and x == "round":
             ax_acc.plot(h.rounds[ok], asr[ok], ls=":", marker="x", ms=4,
                         color=colors.get(h.label), label=f"{h.label}: backdoor success")
     ax_leg.axis("off")

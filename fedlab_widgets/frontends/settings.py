@@ -59,11 +59,14 @@ DASHBOARD_PARAMETERS: tuple[Param, ...] = (
                         "every client's accuracy"),
     _flag("quick_eval", f"whole test set every {QUICK_EVAL_EVERY} rounds; in between "
                         f"{QUICK_EVAL_SUBSET:,} fixed test images (hollow points)"),
+    _choice("x_axis", "round", ("round", "hours"),
+            "draw the curves against rounds or simulated hours (runs with devices)"),
 )
 _DASH = {p.name: p for p in DASHBOARD_PARAMETERS}
 DESCRIPTIONS = {"compare_iid": "compare with IID", "compare_fedavg": "compare with FedAvg",
                  "secure_aggregation": "secure aggregation", "per_client": "per-client view",
-                 "quick_eval": "quick evaluation", "target_accuracy": "target accuracy"}
+                 "quick_eval": "quick evaluation", "target_accuracy": "target accuracy",
+                 "x_axis": "x axis"}
 
 
 def _union(tables: dict, prefix: str = "") -> dict[str, Param]:
@@ -83,7 +86,8 @@ CHOOSERS = {
     "attack": (attacks.PARAMETERS, _union(attacks.PARAMETERS, prefix="attack_"), "attack_"),
 }
 RUN_SHOWN = ("client_fraction", "local_epochs", "batch_size", "lr", "rounds", "seed",
-              "target_accuracy", "dropout", "stragglers", "straggler_mode")
+              "target_accuracy", "dropout", "stragglers", "straggler_mode", "devices", "deadline",
+              "selection", "candidates")
 #: section -> (heading, its controls, in order)
 SECTIONS = {
     "data": ("Data &amp; clients", ["scheme", *[p.name for p in SCHEME_PARAMETER.values() if p],
@@ -94,7 +98,8 @@ SECTIONS = {
     "algorithm": ("Algorithm", ["algorithm", *CHOOSERS["algorithm"][1]]),
     "attack": ("Attack", ["attack", *CHOOSERS["attack"][1]]),
     "defence": ("Defence", ["aggregator", *CHOOSERS["aggregator"][1], "secure_aggregation"]),
-    "devices": ("Real devices", ["dropout", "stragglers", "straggler_mode", "compression"]),
+    "devices": ("Real devices", ["dropout", "stragglers", "straggler_mode", "compression", "devices",
+                                 "deadline", "selection", "candidates", "x_axis"]),
 }
 DEFAULT_SECTIONS = ("data", "training", "run")
 
