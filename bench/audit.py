@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 
 from fedlab_widgets import Simulation, algorithms, load_mnist, partition
 from fedlab_widgets.algorithms.privacy import noise_for_epsilon
-from fedlab_widgets.audit import CanaryClients, canary_audit, membership_inference
+from fedlab_widgets.audit import CanaryClients, canary_audit, membership_inference, with_canaries
 from fedlab_widgets.experiments import format_table
 
 
@@ -72,8 +71,7 @@ def canaries(train, test, seeds):
         for seed in seeds:
             c = CanaryClients(range(10, 110), norm=0.5, seed=seed)
             real = partition(six.labels[:3000], "iid", 10, seed=seed)
-            parts = dataclasses.replace(real, labels=six.labels, client_indices=real.client_indices
-                                        + [torch.tensor([3000 + j]) for j in range(100)])
+            parts = with_canaries(real, six.labels, 100, first=3000)
             alg = algorithms.get("dp-fedavg", clip_norm=0.5, noise_multiplier=z, client_steps=[c])
             sim = Simulation("2nn", six, test, parts, client_fraction=1.0, batch_size=None, lr=0.5,
                              seed=seed, eval_every=10, algorithm=alg)

@@ -26,7 +26,8 @@ taken together (in client order) before the slots refill, so with equally fast c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -110,7 +111,7 @@ class AsyncState:
     version: int = 0
     flights: tuple = ()
     buffer: tuple = ()       # (Flight, staleness) arrived, not yet aggregated
-    started: tuple = field(default=())   # clients started during the round being played
+    started: tuple = ()      # clients started during the round being played
 
 
 def _fill(sim, r: int, state: AsyncState, x: torch.Tensor, j: int) -> AsyncState:
@@ -183,7 +184,6 @@ def _next_version(sim, r: int, kind: str, x: torch.Tensor):
 
 def play_async_round(sim, r: int, *, evaluate: bool, estimate: bool = False) -> RoundRecord:
     """Round ``r`` of an asynchronous run: events until the server makes its next version."""
-    import time
     t0, kind = time.perf_counter(), asynchronous_kind(sim.algorithm)
     params = list(sim.global_model.parameters())
     before = (sim.server_state.get("async") or AsyncState()).now

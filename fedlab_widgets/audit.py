@@ -53,7 +53,7 @@ from .seeds import generator
 
 
 __all__ = ["membership_inference", "MembershipResult", "epsilon_lower_bound", "epsilon_point",
-           "example_losses", "ATTACKS", "CanaryClients", "canary_audit"]
+           "example_losses", "ATTACKS", "CanaryClients", "canary_audit", "with_canaries"]
 
 #: the membership inference attacks :func:`membership_inference` knows
 ATTACKS = ("loss", "calibrated")
@@ -261,6 +261,15 @@ class CanaryClients:
         for i in rows:
             d[i] = self.norm * self.direction(updates.clients[i], d.shape[1], d.dtype)
         return updates.replace(delta=d)
+
+
+def with_canaries(partition, labels, count: int, *, first: int):
+    """``partition`` with ``count`` canary clients appended (ids ``num_clients`` on), each holding
+    the one sample ``first + j`` of ``labels``' dataset: it trains on it, and its canary step then
+    replaces its update. ``labels``: the whole dataset's (the canaries' samples included)."""
+    import dataclasses
+    extra = [torch.tensor([first + j]) for j in range(int(count))]
+    return dataclasses.replace(partition, labels=labels, client_indices=list(partition.client_indices) + extra)
 
 
 def canary_audit(sim, canaries: CanaryClients, start: torch.Tensor, *,

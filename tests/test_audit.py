@@ -135,15 +135,13 @@ def _joined(a, b):
 # -- canary clients: auditing DP-FedAvg itself (Andrew et al., ICLR 2024) ---------------------------
 
 def _canary_run(train, test_set, z, *, canaries, rounds=5):
-    import dataclasses
-
     from fedlab_widgets import algorithms
+    from fedlab_widgets.audit import with_canaries
     data = train.subset(torch.arange(540))
     real = partition(data.labels[:500], "iid", 5, seed=0)
-    with_canaries = dataclasses.replace(real, labels=data.labels, client_indices=real.client_indices
-                                        + [torch.tensor([500 + j]) for j in range(40)])
+    parts = with_canaries(real, data.labels, 40, first=500)
     alg = algorithms.get("dp-fedavg", clip_norm=0.5, noise_multiplier=z, client_steps=[canaries])
-    sim = Simulation("logreg", data, test_set.subset(torch.arange(200)), with_canaries, client_fraction=1.0,
+    sim = Simulation("logreg", data, test_set.subset(torch.arange(200)), parts, client_fraction=1.0,
                      batch_size=None, lr=0.5, seed=0, eval_every=rounds, algorithm=alg)
     start = sim.layout.flatten(list(sim.global_model.parameters())).clone()
     sim.run(rounds)
