@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     if rest:
         add_run_args(run.add_argument_group("more run settings"), rest)
 
+    sub.add_parser("classroom", add_help=False, help="a classroom federation: serve | join")
     part = sub.add_parser("partition", help="summarise a partition's heterogeneity",
                           description="Partition the training set and print how non-IID it is.")
     _add_partition_args(part)
@@ -308,6 +309,10 @@ def main(argv=None) -> int:
     """Entry point; returns the exit status (0 ok, 1 run diverged / data missing, 2 bad input)."""
     from .datasets import DatasetNotFoundError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["classroom"]:
+        from .classroom.cli import main as classroom_main
+        return classroom_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return {"run": _cmd_run, "partition": _cmd_partition}[args.command](args)

@@ -22,29 +22,30 @@ from ..params import Param
 from .export import check_exportable, export_app
 from .version import FLOWER_VERSION, MAX_SUPERNODES, require_flower
 
-__all__ = ["LocalDeployment", "run_flower", "processes_with"]
+__all__ = ["LocalDeployment", "run_flower", "processes_with", "free_port", "wait_for_port", "log_tail",
+           "stop_processes"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"the {what} exited with code {proc.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"the {what} exited with code {proc.returncode}:\n{log_tail(log)}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise TimeoutError(f"the {what} did not open port {port} within {timeout:.0f} s:\n{_tail(log)}")
+    raise TimeoutError(f"the {what} did not open port {port} within {timeout:.0f} s:\n{log_tail(log)}")
 
 
-def _tail(path: Path, n: int = 15) -> str:
+def log_tail(path: Path, n: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
@@ -70,6 +71,43 @@ def processes_with(env_entry: str) -> list[int]:
     return found
 
 
+def stop_processes(procs, env_entry: str) -> None:
+    """Stop ``procs`` (each the leader of its own session) and their whole process groups:
+    TERM, then KILL after 10 s; then whatever is left with ``env_entry`` in its
+    environment (SuperNodes start their SuperExec in a session of its own)."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:   # the group: ClientApp/ServerApp children may outlive their parent
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.poll() is None:
+            proc.wait(5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = processes_with(env_entry)
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        t0 = time.monotonic()
+        while left and time.monotonic() - t0 < 5:
+            time.sleep(0.1)
+            left = processes_with(env_entry)
+        if not left:
+            break
+
+
 class LocalDeployment:
     """A SuperLink and ``num_supernodes`` SuperNodes on this machine, as real processes.
 
@@ -88,7 +126,7 @@ class LocalDeployment:
         self.startup_timeout = startup_timeout
         self.procs: list[subprocess.Popen] = []
         self.services: list[tuple[str, subprocess.Popen]] = []   # what must stay up during a run
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr-home"),
                     "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                     "PYTHONUNBUFFERED": "1",
@@ -116,15 +154,15 @@ class LocalDeployment:
     def start(self) -> "LocalDeployment":
         link = self._spawn("superlink", ["flower-superlink", "--insecure", "--port", str(self.port),
                                          "--disable-runtime-dependency-installation"])
-        _wait_for_port(self.port, link, link.log, "SuperLink", self.startup_timeout)
+        wait_for_port(self.port, link, link.log, "SuperLink", self.startup_timeout)
         self.services.append(("the SuperLink", link))
         for k in range(self.num_supernodes):
-            port = _free_port()
+            port = free_port()
             node = self._spawn(f"supernode-{k}", [
                 "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
                 "--port", str(port), "--node-config",
                 f"partition-id={k} num-partitions={self.num_supernodes}"])
-            _wait_for_port(port, node, node.log, f"SuperNode {k}", self.startup_timeout)
+            wait_for_port(port, node, node.log, f"SuperNode {k}", self.startup_timeout)
             self.services.append((f"SuperNode {k} (client {k})", node))
         return self
 
@@ -142,54 +180,22 @@ class LocalDeployment:
             if lost:
                 name, p = lost[0]
                 raise RuntimeError(f"the Flower run lost {name} (exit code {p.returncode}) "
-                                   f"during the run; its log ends with:\n{_tail(p.log)}")
+                                   f"during the run; its log ends with:\n{log_tail(p.log)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the Flower run did not finish within {timeout:.0f} s:\n"
-                                   f"{_tail(proc.log)}")
+                                   f"{log_tail(proc.log)}")
             time.sleep(0.2)
         out = proc.log.read_text(errors="replace")
         if proc.returncode != 0 or "Traceback" in out:
             raise RuntimeError(f"the Flower run failed (exit code {proc.returncode}):\n"
-                               f"{_tail(proc.log, 25)}")
+                               f"{log_tail(proc.log, 25)}")
         return out
 
     def stop(self) -> None:
         """Stop every process group started here: TERM, then KILL after 10 s."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:   # the group: ClientApp/ServerApp children may outlive their parent
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if proc.poll() is None:
-                proc.wait(5)
+        stop_processes(self.procs, f"FLWR_HOME={self.env['FLWR_HOME']}")
         self.procs.clear()
         self.services.clear()
-        # SuperNodes start their SuperExec in a session of its own: find what is left by the
-        # environment every process started here inherits, and stop it too
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            left = processes_with(f"FLWR_HOME={self.env['FLWR_HOME']}")
-            for pid in left:
-                try:
-                    os.kill(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            t0 = time.monotonic()
-            while left and time.monotonic() - t0 < 5:
-                time.sleep(0.1)
-                left = processes_with(f"FLWR_HOME={self.env['FLWR_HOME']}")
-            if not left:
-                break
 
     def __enter__(self) -> "LocalDeployment":
         try:
