@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["answer", "report", "ANSWERS", "epsilon_from_rates", "qffl_weights", "server_momentum_step", "coordinate_median", "label_from_gradient", "clip_to_half",
-           "pairwise_mask", "topk_with_error_feedback", "worst_decile"]
+           "pairwise_mask", "topk_with_error_feedback", "worst_decile", "suspect", "bytes_sent"]
 
 
 # -- 06-client-drift-remedies ------------------------------------------------------------------
@@ -159,3 +159,21 @@ def qffl_weights(losses, sizes, q: float):
 
 
 ANSWERS["12b.1"] = qffl_weights
+
+
+# -- 14-classroom-instructor / 14b-classroom-learner ----------------------------------------------
+def suspect(record) -> int:
+    """Exercise 14.1: the seat whose update was far larger than the room's (the median norm's)."""
+    norm = {int(k): v for k, v in record["norm"].items()}
+    return max(norm, key=norm.get)
+
+
+ANSWERS["14.1"] = suspect
+
+
+def bytes_sent(num_parameters: int, rounds: int) -> int:
+    """Exercise 14b.1: a float32 model per round taken part in: 4 bytes per parameter."""
+    return 4 * num_parameters * rounds
+
+
+ANSWERS["14b.1"] = bytes_sent

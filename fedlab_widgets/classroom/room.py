@@ -276,6 +276,11 @@ class Classroom:
                 time.sleep(0.2)
         stop_processes(self.procs, f"FLWR_HOME={self.env['FLWR_HOME']}")
         self.procs.clear()
+        for p in getattr(self, "learners", []):   # learners started here leave by themselves
+            try:
+                p.wait(max(1.0, grace))
+            except subprocess.TimeoutExpired:
+                stop_processes([p], f"FEDLAB_NONE={p.pid}")
         if self.desk is not None:
             self.desk.close()
             self.desk = None
