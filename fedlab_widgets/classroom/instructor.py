@@ -9,14 +9,13 @@ projector's commands. Every process it starts is stopped by :meth:`Classroom.sto
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 from pathlib import Path
 
 from ..config import run_parameter
 from ..flower import app_run_config, require_flower
-from ..flower.version import FLOWER_VERSION
+from ..flower.export import pyproject_text
 from ..params import Param
 from .room import Classroom
 from .service import kit_version
@@ -40,32 +39,6 @@ def make_code(n: int = 6, *, seed=None) -> str:
     return "".join(rng.choice(CODE_LETTERS) for _ in range(n))
 
 
-_PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "fedlab-classroom"
-version = "1.0.0"
-description = "A classroom federation of fedlab-widgets"
-license = "MIT"
-dependencies = ["fedlab-widgets=={kit}", "flwr=={flwr}"]
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "fedlab-widgets"
-
-[tool.flwr.app.components]
-serverapp = "classroomapp.server_app:app"
-clientapp = "classroomapp.client_app:app"
-
-[tool.flwr.app.config]
-{config}
-"""
-
 _CLIENT = '''"""A seat: the kit's local training on this laptop's writers, with its role."""
 from flwr.clientapp import ClientApp
 from fedlab_widgets.classroom.app import seat_train
@@ -87,10 +60,9 @@ def write_app(folder: Path, sim, control: Path) -> Path:
     """The classroom's Flower App: the experiment's run config and the seat/room code."""
     (folder / "classroomapp").mkdir(parents=True, exist_ok=True)
     cfg = {**app_run_config(sim, 1), "control-dir": str(control)}
-    lines = "\n".join(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-                      for k, v in cfg.items())
-    (folder / "pyproject.toml").write_text(_PYPROJECT.format(kit=kit_version(), flwr=FLOWER_VERSION,
-                                                             config=lines))
+    (folder / "pyproject.toml").write_text(pyproject_text(
+        cfg, label="A classroom federation of fedlab-widgets", name="fedlab-classroom",
+        package="classroomapp", kit=f'"fedlab-widgets=={kit_version()}"'))
     (folder / "classroomapp" / "__init__.py").write_text('"""The classroom app."""\n')
     (folder / "classroomapp" / "client_app.py").write_text(_CLIENT)
     (folder / "classroomapp" / "server_app.py").write_text(_SERVER)

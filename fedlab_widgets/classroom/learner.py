@@ -12,7 +12,6 @@ the SuperNode stops by itself.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..flower.deployment import free_port, log_tail, processes_with, stop_processes
+from ..flower.deployment import flower_env, free_port, log_tail, processes_with, stop_processes
 from .app import read_json
 from .keys import code_proof, fingerprint as ca_fingerprint, make_node_key
 from .service import kit_version
@@ -125,10 +124,7 @@ class Seat:
         self.seat, self.host, self.port, self.folder, self.key = seat, host, port, folder, key
         self.patience = patience
         self.status_file = folder / "status.json"
-        self.env = {**os.environ, "FLWR_HOME": str(folder / "flwr-home"),
-                    "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    "PYTHONUNBUFFERED": "1",
-                    "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+        self.env = flower_env(folder / "flwr-home")
         self.procs: list[subprocess.Popen] = []
         self.reason = ""
         self.ended = threading.Event()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -12,11 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..flower.deployment import free_port, log_tail, processes_with, stop_processes, wait_for_port
+from ..flower.deployment import flower_env, log_tail, processes_with, stop_processes, wait_for_port
 from ..flower.version import FLOWER_VERSION
 from ..history import History, RoundRecord
 from .app import read_json, write_json
-from .keys import fingerprint, make_certificates, room_addresses
+from .keys import make_certificates, room_addresses
 from .roles import check_role
 from .service import JoinDesk, kit_version
 
@@ -75,10 +74,7 @@ class Classroom:
         self.algorithm, self.aggregator = "fedavg", "mean"
         self.desk: JoinDesk | None = None
         self._sent = 0
-        self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr-home"),
-                    "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    "PYTHONUNBUFFERED": "1",
-                    "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+        self.env = flower_env(self.workdir / "flwr-home")
 
     # -- starting ---------------------------------------------------------------------------
     def simulation(self):

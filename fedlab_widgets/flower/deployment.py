@@ -23,7 +23,7 @@ from .export import check_exportable, export_app
 from .version import FLOWER_VERSION, MAX_SUPERNODES, require_flower
 
 __all__ = ["LocalDeployment", "run_flower", "processes_with", "free_port", "wait_for_port", "log_tail",
-           "stop_processes"]
+           "stop_processes", "flower_env"]
 
 
 def free_port() -> int:
@@ -69,6 +69,15 @@ def processes_with(env_entry: str) -> list[int]:
         except (OSError, IndexError):
             continue
     return found
+
+
+def flower_env(home) -> dict:
+    """The environment of Flower processes started by the kit: their own ``FLWR_HOME``
+    (which also tags them, for :func:`stop_processes`), no telemetry or update check, and
+    this interpreter's scripts first on PATH (Flower starts flower-superexec etc. by name)."""
+    return {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1",
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
 
 
 def stop_processes(procs, env_entry: str) -> None:
@@ -127,11 +136,7 @@ class LocalDeployment:
         self.procs: list[subprocess.Popen] = []
         self.services: list[tuple[str, subprocess.Popen]] = []   # what must stay up during a run
         self.port = free_port()
-        self.env = {**os.environ, "FLWR_HOME": str(self.workdir / "flwr-home"),
-                    "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    "PYTHONUNBUFFERED": "1",
-                    # flower-superlink starts flower-superexec etc. by name: this interpreter's
-                    "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+        self.env = flower_env(self.workdir / "flwr-home")
         home = self.workdir / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(

@@ -12,7 +12,7 @@ from ..config import RUN_PARAMETERS, RunConfig, run_parameter
 from .version import FLOWER_TESTED, FLOWER_VERSION
 
 __all__ = ["check_exportable", "app_run_config", "export_app", "to_flower", "from_flower",
-           "flower_key"]
+           "flower_key", "pyproject_text", "toml_value"]
 
 
 # -- what can be exported --------------------------------------------------------------------
@@ -114,11 +114,11 @@ requires = ["hatchling"]
 build-backend = "hatchling.build"
 
 [project]
-name = "fedlab-kit-app"
+name = "{name}"
 version = "1.0.0"
 description = "{label}"
 license = "MIT"
-dependencies = ["fedlab-widgets", "flwr=={flwr}"]
+dependencies = [{kit}, "flwr=={flwr}"]
 
 [tool.hatch.build.targets.wheel]
 packages = ["."]
@@ -127,8 +127,8 @@ packages = ["."]
 publisher = "fedlab-widgets"
 
 [tool.flwr.app.components]
-serverapp = "kitapp.server_app:app"
-clientapp = "kitapp.client_app:app"
+serverapp = "{package}.server_app:app"
+clientapp = "{package}.client_app:app"
 
 # The experiment, as exported from the kit (override with flwr run --run-config 'key=value')
 [tool.flwr.app.config]
@@ -179,7 +179,15 @@ def main(grid: Grid, context: Context) -> None:
 '''
 
 
-def _toml_value(v) -> str:
+def pyproject_text(config: dict, *, label: str, name: str = "fedlab-kit-app",
+                   package: str = "kitapp", kit: str = '"fedlab-widgets"') -> str:
+    """A Flower App's ``pyproject.toml``: its components in ``package``, its run config."""
+    return _PYPROJECT.format(name=name, label=label.replace('"', "'"), kit=kit, package=package,
+                             flwr=FLOWER_VERSION or FLOWER_TESTED,
+                             config="\n".join(f"{k} = {toml_value(v)}" for k, v in config.items()))
+
+
+def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -221,11 +229,8 @@ def export_app(sim, folder, *, rounds: int, overwrite: bool = False, results_pat
             raise ValueError(f"{folder} exists; choose a new folder or pass overwrite=True")
         shutil.rmtree(folder)
     (folder / "kitapp").mkdir(parents=True)
-    config = "\n".join(f"{k} = {_toml_value(v)}"
-                       for k, v in app_run_config(sim, rounds, results_path).items())
-    (folder / "pyproject.toml").write_text(_PYPROJECT.format(
-        label=sim.default_label().replace('"', "'"), flwr=FLOWER_VERSION or FLOWER_TESTED,
-        config=config))
+    (folder / "pyproject.toml").write_text(pyproject_text(
+        app_run_config(sim, rounds, results_path), label=sim.default_label()))
     (folder / "kitapp" / "__init__.py").write_text('"""The kit\'s experiment as a Flower App."""\n')
     (folder / "kitapp" / "client_app.py").write_text(_CLIENT_APP)
     (folder / "kitapp" / "server_app.py").write_text(_SERVER_APP)
