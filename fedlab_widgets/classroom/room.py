@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import shutil
@@ -102,6 +103,7 @@ class Classroom:
         return proc
 
     def start(self) -> "Classroom":
+        atexit.register(self.stop)    # a kernel that shuts down ends the class with it
         self.control.mkdir(parents=True, exist_ok=True)
         home = self.workdir / "flwr-home"
         home.mkdir(parents=True, exist_ok=True)
@@ -270,6 +272,7 @@ class Classroom:
             t0 = time.monotonic()
             while set(self.desk.taken) - self.desk.left and time.monotonic() - t0 < grace:
                 time.sleep(0.2)
+        atexit.unregister(self.stop)
         stop_processes(self.procs, f"FLWR_HOME={self.env['FLWR_HOME']}")
         self.procs.clear()
         for p in getattr(self, "learners", []):   # learners started here leave by themselves
