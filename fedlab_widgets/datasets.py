@@ -20,7 +20,6 @@ writers (:mod:`fedlab_widgets.writers`).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from . import tensor_cache
 from . import writers as _writers
 
 __all__ = [
@@ -243,58 +243,19 @@ def _unpack_debian_fashion(raw: Path) -> None:
         tmp.replace(raw / f)
 
 
-def _cache_paths(name: str, base: Path) -> list[Path]:
-    """Where a parsed copy may live: the user's cache folder, else beside the raw files.
-
-    The user's folder comes first so that a shared, read-only data folder (a workshop's
-    network drive) is never written to. The file name depends on the data folder.
-    """
-    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedlab-widgets"
-    tag = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:12]
-    return [user / f"{name}-{tag}.pt", base / name / "fedlab-cache.pt"]
-
-
-def _raw_stamp(raw: Path) -> list:
-    """Size and modification time of each raw file: a cache made from other files is stale."""
-    return [[f, (raw / f).stat().st_size, (raw / f).stat().st_mtime_ns] for f in _RAW_FILES]
-
-
-def _read_cached(name: str, base: Path):
-    """``(x_tr, y_tr, x_te, y_te, classes)`` from a valid cache file, or None."""
-    raw = base / name / "raw"
-    if _missing(raw):
-        return None
-    stamp = _raw_stamp(raw)
-    for path in _cache_paths(name, base):
-        try:
-            c = torch.load(path, weights_only=True)
-            if c.get("stamp") == stamp:
-                return c["x_tr"], c["y_tr"], c["x_te"], c["y_te"], list(c["classes"])
-        except Exception:  # missing, unreadable or from another version: parse the raw files
-            continue
-    return None
-
-
-def _write_cache(name: str, base: Path, x_tr, y_tr, x_te, y_te, classes) -> None:
-    c = {"stamp": _raw_stamp(base / name / "raw"), "x_tr": x_tr, "y_tr": y_tr, "x_te": x_te,
-         "y_te": y_te, "classes": list(classes)}
-    for path in _cache_paths(name, base):  # the first writable place wins; none is fine too
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.part")
-            torch.save(c, tmp)
-            tmp.replace(path)
-            return
-        except OSError:
-            continue
+def _from_cache(c: dict, name: str) -> tuple[FederatedDataset, FederatedDataset]:
+    classes, mean, std = list(c["classes"]), float(c["mean"]), float(c["std"])
+    return tuple(FederatedDataset(images=c[f"x_{s}"], labels=c[f"y_{s}"], classes=classes,
+                                  name=name, split=split, mean=mean, std=std)
+                 for s, split in (("tr", "train"), ("te", "test")))
 
 
 def _read(name: str, base: Path) -> tuple[FederatedDataset, FederatedDataset]:
-    """Parse the raw files once (torchvision), then keep a tensor copy that loads in ~0.1 s."""
-    cached = _read_cached(name, base)
+    """Parse the raw files once (torchvision), then keep a tensor copy that loads in ~0.1 s
+    (memory-mapped: see :mod:`fedlab_widgets.tensor_cache`)."""
+    cached = tensor_cache.read(name, base, _RAW_FILES)
     if cached is not None:
-        x_tr, y_tr, x_te, y_te, classes = cached
-        return _normalised(x_tr, y_tr, x_te, y_te, classes, name)
+        return _from_cache(cached, name)
     from torchvision import datasets as tvd  # imported lazily: slow to import
 
     cls = {"MNIST": tvd.MNIST, "FashionMNIST": tvd.FashionMNIST}[name]
@@ -340,9 +301,9 @@ def _read(name: str, base: Path) -> tuple[FederatedDataset, FederatedDataset]:
             f"files {', '.join(_RAW_FILES)} with intact copies (60,000 training and "
             f"10,000 test images), or delete them to download again."
         )
-    classes = list(tr.classes)
-    _write_cache(name, base, x_tr, y_tr, x_te, y_te, classes)
-    return _normalised(x_tr, y_tr, x_te, y_te, classes, name)
+    train, test = _normalised(x_tr, y_tr, x_te, y_te, list(tr.classes), name)
+    tensor_cache.write(name, base, _RAW_FILES, train, test)
+    return train, test
 
 
 def _normalised(x_tr, y_tr, x_te, y_te, classes, name):

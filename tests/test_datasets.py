@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fedlab_widgets.datasets as ds
+from fedlab_widgets import tensor_cache
 from fedlab_widgets import DatasetNotFoundError, load_fashion_mnist, load_mnist
 
 
@@ -106,16 +107,18 @@ def test_parsed_copy_is_cached_and_refreshed_when_the_files_change(mnist, monkey
     base = tmp_path / "data"
     first = ds._read("MNIST", base)
     files = list((tmp_path / "cache" / "fedlab-widgets").glob("MNIST-*.pt"))
-    assert len(files) == 1 and not (base / "MNIST" / "fedlab-cache.pt").exists()
-    assert ds._read_cached("MNIST", base) is not None
+    assert len(files) == 1 and not tensor_cache.paths("MNIST", base)[1].exists()
+    assert tensor_cache.read("MNIST", base, ds._RAW_FILES) is not None
     second = ds._read("MNIST", base)
+    # loaded memory-mapped: processes reading the same data share one copy in memory
+    assert str(files[0]) in Path("/proc/self/maps").read_text()
     for a, b in zip(first, second):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert torch.equal(first[0].images, mnist[0].images)
     os.utime(raw / "t10k-labels-idx1-ubyte", ns=(1, 1))        # a replaced file: stale cache
-    assert ds._read_cached("MNIST", base) is None
+    assert tensor_cache.read("MNIST", base, ds._RAW_FILES) is None
     ds._read("MNIST", base)
-    assert ds._read_cached("MNIST", base) is not None
+    assert tensor_cache.read("MNIST", base, ds._RAW_FILES) is not None
 
 
 def test_unwritable_cache_still_loads(monkeypatch, tmp_path):

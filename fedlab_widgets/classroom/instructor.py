@@ -40,6 +40,26 @@ def make_code(n: int = 6, *, seed=None) -> str:
 
 
 _CLIENT = '''"""A seat: the kit's local training on this laptop's writers, with its role."""
+import fcntl
+import os
+import time
+
+# Many seats on one machine (bench/classroom.py): at most FEDLAB_SEAT_SLOTS ClientApps
+# import torch and train at once, so that memory stays bounded; a laptop has one seat.
+_slots, _slot = int(os.environ.get("FEDLAB_SEAT_SLOTS", "0")), None
+while _slots and _slot is None:
+    for _i in range(_slots):
+        _f = open(os.path.join(os.environ["FEDLAB_SEAT_SLOT_DIR"], f"slot-{_i}"), "w")
+        try:
+            fcntl.lockf(_f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held until this process exits
+        except OSError:
+            _f.close()
+            continue
+        _slot = _f
+        break
+    else:
+        time.sleep(0.2)
+
 from flwr.clientapp import ClientApp
 from fedlab_widgets.classroom.app import seat_train
 

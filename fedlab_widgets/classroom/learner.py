@@ -139,6 +139,8 @@ class Seat:
                  "--root-certificates", str(self.folder / "ca.pem"),
                  "--superlink", f"{self.host}:{self.port}",
                  "--auth-supernode-private-key", str(self.key), "--port", str(free_port()),
+                 # a SuperNode whose kernel died without leaving gives up once the class ends
+                 "--max-wait-time", str(max(60.0, 3 * self.patience)),
                  "--node-config", f'seat={self.seat} status-file="{self.status_file}"'],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder,
                 start_new_session=True))
@@ -185,6 +187,23 @@ class Seat:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until this seat has left (the class ended); True if it has."""
         return self.ended.wait(timeout)
+
+    def wait_for_rounds(self, n: int, *, timeout: float = 3600.0) -> dict:
+        """Block until this seat has taken part in ``n`` rounds; returns :meth:`status`.
+
+        Raises :class:`ClassroomError` if the seat leaves first (the class ended, the
+        server is gone), :class:`TimeoutError` after ``timeout`` seconds.
+        """
+        t0 = time.monotonic()
+        while len((s := self.status())["rounds"]) < n:
+            if self.ended.is_set():
+                raise ClassroomError(f"seat {self.seat} left after {len(s['rounds'])} of {n} "
+                                     f"rounds: {self.reason}")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"seat {self.seat} took part in {len(s['rounds'])} of {n} "
+                                   f"rounds within {timeout:.0f} s")
+            time.sleep(0.3)
+        return s
 
     def status(self) -> dict:
         """Connected, the rounds taken part in, bytes up and down, accuracies (test set)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from .roles import check_role
 from .service import JoinDesk, kit_version
 
 __all__ = ["Classroom", "JoinCard"]
+
+PER_SEAT = ("received", "weight", "train_seconds", "own_accuracy", "norm", "cosine", "roles")
 
 
 class JoinCard:
@@ -146,8 +149,8 @@ class Classroom:
         r = subprocess.run(["flwr", "supernode", "register", str(key), "room", "--name",
                             f"seat-{seat}", "--format", "json"], env=self.env,
                            capture_output=True, text=True, timeout=60)
-        try:
-            node_id = int(json.loads(r.stdout)["node-id"])
+        try:   # a kernel's environment (TERM=xterm-color) can make Flower's CLI colour its JSON
+            node_id = int(json.loads(re.sub(r"\x1b\[[0-9;]*m", "", r.stdout))["node-id"])
         except (ValueError, KeyError, TypeError):
             raise RuntimeError((r.stdout + r.stderr).strip()[-500:]) from None
         registry = read_json(self.control / "registry.json", {})
@@ -172,7 +175,9 @@ class Classroom:
 
     @property
     def records(self) -> list[dict]:
-        return self.state().get("records", [])
+        """One dict per round played; per-seat entries are keyed by the seat number."""
+        return [{k: ({int(s): x for s, x in v.items()} if k in PER_SEAT else v) for k, v in r.items()}
+                for r in self.state().get("records", [])]
 
     @property
     def refused(self) -> list[dict]:

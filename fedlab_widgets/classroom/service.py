@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +27,13 @@ def kit_version() -> str:
         return version("fedlab-widgets")
     except PackageNotFoundError:   # pragma: no cover - run from a source tree
         return "unknown"
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A laptop that gave up waiting (a slow reply under load) is no error to print."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class JoinDesk:
@@ -81,7 +89,7 @@ class JoinDesk:
                     return self._send(200, {"ok": True})
                 return self._send(404, {"error": f"no such page: {self.path}"})
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="classroom-join-desk",
                                        daemon=True)
