@@ -219,6 +219,25 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def test_a_learner_whose_kernel_is_killed_leaves_no_supernode(tmp_path):
+    """kill -9 of the learner's Python process (no chance to leave): its SuperNode stops too."""
+    with serve(seats=1, host="127.0.0.1", port=free_port(), addresses=["127.0.0.1"],
+               workdir=tmp_path / "instructor") as r:
+        code = (f"from fedlab_widgets.classroom import join\n"
+                f"me = join({r.address!r}, code={r.code!r}, seat=0, fingerprint={r.fingerprint!r})\n"
+                f"print(me.env['FLWR_HOME'], flush=True)\nimport time; time.sleep(600)\n")
+        kernel = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        home = kernel.stdout.readline().strip()
+        r.wait_for_seats(1, timeout=120)
+        assert processes_with(f"FLWR_HOME={home}")
+        kernel.kill()
+        kernel.wait()
+        t0 = time.monotonic()
+        while processes_with(f"FLWR_HOME={home}") and time.monotonic() - t0 < 30:
+            time.sleep(0.5)
+        assert processes_with(f"FLWR_HOME={home}") == [], "the SuperNode outlived its learner"
+
+
 def _training(room) -> set[int]:
     import json
     out = set()

@@ -12,6 +12,7 @@ the SuperNode stops by itself.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,25 @@ def join(address: str, *, code: str, seat: int, fingerprint: str | None = None,
     return me.start()
 
 
+# Runs the SuperNode as its child and stops it when the learner's Python process (the kernel
+# that called join) is gone, even killed without a chance to leave: no SuperNode outlives it.
+_GUARD = """
+import os, signal, subprocess, sys, time
+parent, node = int(sys.argv[1]), subprocess.Popen(sys.argv[2:])
+signal.signal(signal.SIGTERM, lambda *_: (node.terminate(), sys.exit(0)))
+while node.poll() is None:
+    if os.getppid() != parent:
+        node.terminate()
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        break
+    time.sleep(1)
+sys.exit(node.returncode or 0)
+"""
+
+
 class Seat:
     """This laptop's place in the class: its SuperNode, its status, its leaving."""
 
@@ -135,12 +155,11 @@ class Seat:
         self.log = self.folder / "supernode.log"
         with self.log.open("w") as out:
             self.procs.append(subprocess.Popen(
-                [str(exe) if exe.exists() else "flower-supernode",
+                [sys.executable, "-c", _GUARD, str(os.getpid()),
+                 str(exe) if exe.exists() else "flower-supernode",
                  "--root-certificates", str(self.folder / "ca.pem"),
                  "--superlink", f"{self.host}:{self.port}",
                  "--auth-supernode-private-key", str(self.key), "--port", str(free_port()),
-                 # a SuperNode whose kernel died without leaving gives up once the class ends
-                 "--max-wait-time", str(max(60.0, 3 * self.patience)),
                  "--node-config", f'seat={self.seat} status-file="{self.status_file}"'],
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder,
                 start_new_session=True))
