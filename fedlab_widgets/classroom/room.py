@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -149,8 +148,8 @@ class Classroom:
         r = subprocess.run(["flwr", "supernode", "register", str(key), "room", "--name",
                             f"seat-{seat}", "--format", "json"], env=self.env,
                            capture_output=True, text=True, timeout=60)
-        try:   # a kernel's environment (TERM=xterm-color) can make Flower's CLI colour its JSON
-            node_id = int(json.loads(re.sub(r"\x1b\[[0-9;]*m", "", r.stdout))["node-id"])
+        try:   # plain JSON: flower_env keeps a kernel's FORCE_COLOR out of Flower's CLI
+            node_id = int(json.loads(r.stdout)["node-id"])
         except (ValueError, KeyError, TypeError):
             raise RuntimeError((r.stdout + r.stderr).strip()[-500:]) from None
         registry = read_json(self.control / "registry.json", {})

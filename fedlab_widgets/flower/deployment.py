@@ -73,8 +73,9 @@ def processes_with(env_entry: str) -> list[int]:
 
 def flower_env(home) -> dict:
     """The environment of Flower processes started by the kit: their own ``FLWR_HOME``
-    (which also tags them, for :func:`stop_processes`), no telemetry, update check or colour codes, and
-    this interpreter's scripts first on PATH (Flower starts flower-superexec etc. by name)."""
+    (which also tags them, for :func:`stop_processes`), no telemetry, update check or colour
+    codes (a Jupyter kernel's ``FORCE_COLOR`` would colour the CLI's JSON), and this
+    interpreter's scripts first on PATH (Flower starts flower-superexec etc. by name)."""
     plain = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
     return {**plain, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1", "NO_COLOR": "1",
